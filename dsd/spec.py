@@ -1,0 +1,98 @@
+"""ModelSpec: the complete, compatibility-adjusted description of one network.
+
+It is the hand-off point of the pipeline: the sampler and `dsd describe` make specs, `complexity`
+counts them, `model` builds torch modules from them, and the run folder stores them as rows.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from dsd.errors import BadInput
+from dsd.regnet import compatible_widths
+
+STEMS = ("simple", "cifar", "resnet")
+BLOCKS = ("X", "Y", "R", "V")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Stem, per-stage body and head of one network, widths already after the compatibility step."""
+
+    depths: tuple[int, ...]
+    widths: tuple[int, ...]
+    bottleneck_ratios: tuple[float, ...]
+    group_widths: tuple[int, ...]
+    strides: tuple[int, ...]
+    stem: str = "simple"
+    stem_width: int = 32
+    block: str = "X"
+    se_ratio: float = 0.0
+    in_channels: int = 3
+    num_classes: int = 1000
+    resolution: int = 224
+    regnet: dict | None = field(default=None, compare=False)  # w0, wa, wm when made by the RegNet rule
+
+    @property
+    def depth(self) -> int:
+        return int(sum(self.depths))
+
+    def key(self) -> str:
+        """A stable hash of the architecture (what the built module depends on)."""
+        import hashlib
+
+        text = repr((self.stem, self.stem_width, self.block, self.se_ratio, self.depths, self.widths,
+                     tuple(float(b) for b in self.bottleneck_ratios), self.group_widths, self.strides,
+                     self.in_channels, self.num_classes))
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("regnet")
+        return d
+
+
+def make_spec(depths, widths, bottleneck_ratios, group_widths, strides, *, stem="simple", stem_width=32,
+              block="X", se_ratio=0.0, in_channels=3, num_classes=1000, resolution=224,
+              regnet=None) -> ModelSpec:
+    """Validate raw stage lists, apply the group-width compatibility step, and return the spec."""
+    n = len(depths)
+    lists = {"widths": widths, "bottleneck_ratios": bottleneck_ratios, "group_widths": group_widths,
+             "strides": strides}
+    for name, values in lists.items():
+        if len(values) != n:
+            raise BadInput(f"{name} has {len(values)} entries but depths has {n}")
+    if n == 0:
+        raise BadInput("a network needs at least one stage")
+    if stem not in STEMS:
+        raise BadInput(f"unknown stem {stem!r} (known: {', '.join(STEMS)})")
+    if block not in BLOCKS:
+        raise BadInput(f"unknown block {block!r} (known: {', '.join(BLOCKS)})")
+    for name, values in [("depths", depths), ("widths", widths), ("strides", strides),
+                         ("group_widths", group_widths), ("bottleneck_ratios", bottleneck_ratios)]:
+        if any(v <= 0 for v in values):
+            raise BadInput(f"{name} must be positive, got {list(values)}")
+    if block in ("X", "Y"):
+        w, g = compatible_widths(widths, bottleneck_ratios, group_widths)
+        widths, group_widths = w.tolist(), g.tolist()
+    return ModelSpec(
+        depths=tuple(int(d) for d in depths), widths=tuple(int(w) for w in widths),
+        bottleneck_ratios=tuple(float(b) for b in bottleneck_ratios),
+        group_widths=tuple(int(g) for g in group_widths), strides=tuple(int(s) for s in strides),
+        stem=stem, stem_width=int(stem_width), block=block, se_ratio=float(se_ratio),
+        in_channels=int(in_channels), num_classes=int(num_classes), resolution=int(resolution),
+        regnet=regnet)
+
+
+def spec_from_row(row) -> ModelSpec:
+    """The spec of one row of models.parquet (a dict or a pandas Series)."""
+    regnet = None
+    if row.get("w0") is not None and row.get("w0") == row.get("w0"):
+        regnet = {"w0": row["w0"], "wa": row["wa"], "wm": row["wm"]}
+    return ModelSpec(
+        depths=tuple(int(v) for v in row["depths"]), widths=tuple(int(v) for v in row["widths"]),
+        bottleneck_ratios=tuple(float(v) for v in row["bottleneck_ratios"]),
+        group_widths=tuple(int(v) for v in row["group_widths"]),
+        strides=tuple(int(v) for v in row["strides"]), stem=row["stem"],
+        stem_width=int(row["stem_width"]), block=row["block"], se_ratio=float(row["se_ratio"]),
+        in_channels=int(row["in_channels"]), num_classes=int(row["num_classes"]),
+        resolution=int(row["resolution"]), regnet=regnet)

@@ -1,0 +1,129 @@
+"""The run folder: the only interface between sampling, training and analysis.
+
+    RUN/run.yaml            resolved space, regime, seed, n, dsd version (written by `dsd sample`)
+    RUN/models.parquet      one row per sampled model
+    RUN/results/ID.parquet  one row per finished model, written atomically (temp file + rename)
+    RUN/claims/ID           a model being trained (see dsd.scheduler)
+
+Everything here uses pyarrow directly so that `dsd sample` stays fast to start.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from dsd.errors import BadInput
+
+RUN_FILE = "run.yaml"
+MODELS_FILE = "models.parquet"
+RESULTS_DIR = "results"
+CLAIMS_DIR = "claims"
+
+MODEL_SCHEMA = pa.schema([
+    ("model_id", pa.int64()), ("space", pa.string()), ("seed", pa.int64()), ("key", pa.string()),
+    ("stem", pa.string()), ("stem_width", pa.int64()), ("block", pa.string()),
+    ("depths", pa.list_(pa.int64())), ("widths", pa.list_(pa.int64())),
+    ("bottleneck_ratios", pa.list_(pa.float64())), ("group_widths", pa.list_(pa.int64())),
+    ("strides", pa.list_(pa.int64())), ("se_ratio", pa.float64()), ("depth", pa.int64()),
+    ("w0", pa.float64()), ("wa", pa.float64()), ("wm", pa.float64()),
+    ("resolution", pa.int64()), ("in_channels", pa.int64()), ("num_classes", pa.int64()),
+    ("flops", pa.int64()), ("params", pa.int64()), ("acts", pa.int64()),
+])
+
+RESULT_SCHEMA = pa.schema([
+    ("model_id", pa.int64()), ("status", pa.string()), ("error", pa.float64()),
+    ("best_error", pa.float64()), ("train_loss", pa.float64()), ("epochs", pa.int64()),
+    ("dataset", pa.string()), ("train_images", pa.int64()), ("eval_images", pa.int64()),
+    ("batch_size", pa.int64()), ("lr", pa.float64()), ("wd", pa.float64()), ("train_seed", pa.int64()),
+    ("wall_s", pa.float64()), ("images_per_s", pa.float64()), ("device", pa.string()),
+    ("error_curve", pa.list_(pa.float64())), ("loss_curve", pa.list_(pa.float64())),
+    ("message", pa.string()), ("versions", pa.string()), ("host", pa.string()), ("time", pa.string()),
+])
+
+STATUSES = ("done", "failed", "diverged")
+
+
+def is_run(path: Path) -> bool:
+    return (Path(path) / RUN_FILE).is_file() and (Path(path) / MODELS_FILE).is_file()
+
+
+def require_run(path: Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise BadInput(f"{path}: no such run folder")
+    if not is_run(path):
+        raise BadInput(f"{path}: not a run folder (no {RUN_FILE} and {MODELS_FILE}; make one with `dsd sample`)")
+    return path
+
+
+def read_meta(run: Path) -> dict:
+    run = require_run(run)
+    try:
+        meta = yaml.safe_load((run / RUN_FILE).read_text())
+    except yaml.YAMLError as e:
+        raise BadInput(f"{run / RUN_FILE}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(meta, dict):
+        raise BadInput(f"{run / RUN_FILE}: not a run description")
+    return meta
+
+
+def read_table(path: Path, schema: pa.Schema | None = None) -> pa.Table:
+    """A Parquet file, with a one-line BadInput when it is missing or corrupt."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as e:
+        raise BadInput(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+    if schema is not None:
+        missing = [n for n in schema.names if n not in table.column_names]
+        if missing:
+            raise BadInput(f"{path}: missing columns {', '.join(missing)}")
+    return table
+
+
+def read_models(run: Path) -> pa.Table:
+    return read_table(require_run(run) / MODELS_FILE, MODEL_SCHEMA)
+
+
+def result_path(run: Path, model_id: int) -> Path:
+    return Path(run) / RESULTS_DIR / f"{int(model_id)}.parquet"
+
+
+def read_results(run: Path) -> pa.Table:
+    """All result rows of a run (an empty table with RESULT_SCHEMA when none are written yet)."""
+    files = sorted((require_run(run) / RESULTS_DIR).glob("*.parquet"))
+    tables = [read_table(f, RESULT_SCHEMA).select(RESULT_SCHEMA.names).cast(RESULT_SCHEMA) for f in files]
+    return pa.concat_tables(tables) if tables else RESULT_SCHEMA.empty_table()
+
+
+def write_atomic(path: Path, write) -> None:
+    """Call write(tmp_path), then rename onto path: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def write_result(run: Path, row: dict) -> Path:
+    """Write one result row atomically to results/ID.parquet."""
+    full = {name: row.get(name) for name in RESULT_SCHEMA.names}
+    table = pa.Table.from_pylist([full], schema=RESULT_SCHEMA)
+    path = result_path(run, row["model_id"])
+    write_parquet(table, path)
+    return path
