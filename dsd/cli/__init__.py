@@ -1,0 +1,90 @@
+"""The `dsd` command line: thin typer commands that parse, call the library, print.
+
+Commands live in three modules by stage of the pipeline (design, training, analysis); this module owns
+the app, the error policy (bad input -> one line and exit 2; other failures -> exit 1) and small
+helpers every command shares.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from dsd.errors import BadInput
+
+app = typer.Typer(
+    name="dsd",
+    help="Design space design: sample, train and compare populations of networks (RegNet / NDS).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+RUNS_ROOT = Path("runs")
+
+
+def say(message: str) -> None:
+    """Human text goes to stderr so that stdout stays clean for --json and piping."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def emit_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=_json_default))
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def resolve_runs(runs: list[Path] | None) -> list[Path]:
+    """The given run folders, or every run folder under ./runs when none is given."""
+    from dsd.store import is_run, require_run
+
+    if runs:
+        return [require_run(r) for r in runs]
+    found = sorted(p for p in RUNS_ROOT.glob("*") if is_run(p)) if RUNS_ROOT.is_dir() else []
+    if not found:
+        raise BadInput(f"no run folders given and none found under {RUNS_ROOT}/ (make one with `dsd sample`)")
+    return found
+
+
+def figure_path(out: Path | None, default_dir: Path, default_name: str) -> Path:
+    """Where a figure goes: --out FILE (PNG, SVG or PDF by extension) or DIR/NAME.png."""
+    if out is None:
+        return Path(default_dir) / f"{default_name}.png"
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise BadInput(f"--out {out}: a figure must end in .png, .svg or .pdf")
+    return out
+
+
+def main() -> None:
+    """Entry point: run the app with dsd's error policy."""
+    import click
+
+    from dsd.cli import analysis, design, training  # noqa: F401  (register the commands)
+
+    try:
+        code = app(standalone_mode=False)
+    except BadInput as e:
+        say(f"error: {e}")
+        sys.exit(2)
+    except click.exceptions.UsageError as e:
+        say(f"error: {e.format_message()}")
+        sys.exit(2)
+    except click.exceptions.Abort:
+        say("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        say("interrupted")
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001  (any other failure: one line, exit 1)
+        say(f"error: {type(e).__name__}: {e}")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,1 @@
+"""Analysis commands (placeholder until issue 4 lands)."""

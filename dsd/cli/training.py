@@ -1,0 +1,1 @@
+"""Training commands (placeholder until issue 3 lands)."""
