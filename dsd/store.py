@@ -127,3 +127,50 @@ def write_result(run: Path, row: dict) -> Path:
     path = result_path(run, row["model_id"])
     write_parquet(table, path)
     return path
+
+
+def _comparable(meta: dict) -> dict:
+    """run.yaml content that determines the models (everything but n and the version), YAML-normalized."""
+    meta = yaml.safe_load(yaml.safe_dump(meta))
+    return {k: v for k, v in meta.items() if k not in ("n", "dsd_version")}
+
+
+def check_run_folder(folder: Path, meta: dict, force: bool) -> str:
+    """Decide what sampling into folder means: 'new', 'same' (nothing to do) or 'extend' (more models).
+
+    Refuses, with BadInput and nothing touched, a folder that is not a run, a run made with other
+    arguments, or a run with more models than asked for, unless force (then the old run is deleted
+    by write_run).
+    """
+    folder = Path(folder)
+    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+        return "new"
+    if not is_run(folder):
+        raise BadInput(f"{folder} exists and is not a run folder; choose another --out")
+    if force:
+        return "new"
+    old = read_meta(folder)
+    old_c, new_c = _comparable(old), _comparable(meta)
+    if old_c != new_c:
+        diff = sorted(k for k in set(old_c) | set(new_c) if old_c.get(k) != new_c.get(k))
+        raise BadInput(f"{folder} was sampled with other arguments (differs in: {', '.join(diff)}); "
+                       f"use --force to replace it and its results, or another --out")
+    if meta["n"] == old.get("n"):
+        return "same"
+    if meta["n"] < old.get("n", 0):
+        raise BadInput(f"{folder} already has {old['n']} models; sampling {meta['n']} would drop some "
+                       f"(use --force to replace the run)")
+    return "extend"
+
+
+def write_run(folder: Path, meta: dict, rows: list[dict], replace: bool = False) -> None:
+    """Write models.parquet, then run.yaml, each atomically; `replace` first deletes the old run."""
+    import shutil
+
+    folder = Path(folder)
+    if replace and is_run(folder):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_parquet(pa.Table.from_pylist(rows, schema=MODEL_SCHEMA), folder / MODELS_FILE)
+    text = yaml.safe_dump(meta, sort_keys=False)
+    write_atomic(folder / RUN_FILE, lambda tmp: Path(tmp).write_text(text))

@@ -1,0 +1,226 @@
+"""Design commands: `dsd spaces`, `dsd sample`, `dsd describe`. None of them imports torch."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dsd.cli import RUNS_ROOT, app, emit_json, say
+from dsd.errors import BadInput
+
+
+def _band(lo, hi) -> str:
+    if not lo and (hi is None or math.isinf(hi)):
+        return "any"
+
+    def q(v):
+        if v is None or math.isinf(v):
+            return ""
+        for unit, f in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+            if v >= f:
+                return f"{v / f:g}{unit}"
+        return f"{v:g}"
+    return f"{q(lo)}..{q(hi)}"
+
+
+@app.command()
+def spaces(json_out: bool = typer.Option(False, "--json", help="Print JSON only.")):
+    """List the built-in design spaces and regimes.
+
+    Example: dsd spaces
+    """
+    from dsd.regimes import REGIMES
+    from dsd.spaces import builtin_names, load_space
+
+    rows = []
+    for name in builtin_names():
+        s = load_space(name)
+        rows.append({"name": s.name, "short": s.short, "block": s.network["block"], "stages": s.stages,
+                     "free_dims": s.free_dims(), "size": s.size(), "continuous": s.continuous(),
+                     "description": s.description})
+    regimes = [r.as_dict() for r in REGIMES.values()]
+    if json_out:
+        emit_json({"spaces": [{**r, "size": None if math.isinf(r["size"]) else r["size"]} for r in rows],
+                   "regimes": regimes})
+        return
+    say(f"{'space':10} {'short':8} {'block':5} {'stages':6} {'free dims':9} {'size':>9}  description")
+    for r in rows:
+        size = f"{r['size']:.1e}" if not math.isinf(r["size"]) else "inf"
+        note = f" (continuous: {', '.join(r['continuous'])})" if r["continuous"] else ""
+        say(f"{r['name']:10} {r['short']:8} {r['block']:5} {r['stages']:<6} {r['free_dims']:<9} {size:>9}  "
+            f"{r['description']}{note}")
+    say("")
+    say(f"{'regime':9} {'px':>4} {'ch':>3} {'classes':>7} {'stem':7} {'strides':9} {'flops':12} dataset")
+    for r in regimes:
+        strides = ",".join(map(str, r["strides"])) if r["strides"] else "space's"
+        say(f"{r['name']:9} {r['resolution']:>4} {r['in_channels']:>3} {r['num_classes']:>7} "
+            f"{r['stem'] or 'space':7} {strides:9} {_band(*r['flops']):12} {r['dataset']}")
+
+
+def run_description(space, regime, seed: int, n: int) -> dict:
+    """What run.yaml records: everything that determines the models, plus n and the version."""
+    from dsd import __version__
+
+    return {"name": space.short, "space": space.name, "space_file": space.source,
+            "regime": regime.as_dict(), "seed": seed, "n": n, "dsd_version": __version__}
+
+
+@app.command()
+def sample(
+    space: str = typer.Option(..., "--space", help="Built-in space name (see `dsd spaces`) or a space .yaml file."),
+    n: int = typer.Option(..., "--n", help="Number of models to sample."),
+    regime: Optional[str] = typer.Option(None, help="imagenet | cifar | fashion (default: the space's, else imagenet)."),
+    seed: int = typer.Option(0, help="Sampling seed; model i depends only on (space, regime, seed, i)."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/<space short name>)."),
+    flops: Optional[str] = typer.Option(None, help="Flops range, e.g. 360M:400M, :1.5G, 2e6: (overrides the regime)."),
+    params: Optional[str] = typer.Option(None, help="Params range, e.g. :2M."),
+    acts: Optional[str] = typer.Option(None, help="Activations range, e.g. :1M."),
+    force: bool = typer.Option(False, "--force", help="Replace a run folder made with other arguments (deletes its results)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary only."),
+):
+    """Sample N models from a design space under a complexity band (rejection sampling).
+
+    Examples:
+      dsd sample --space AnyNetXC --n 500                  # -> runs/xc, 360M..400M flops at 224 px
+      dsd sample --space RegNetX --regime cifar --n 100
+      dsd sample --space spaces/examples/regnet_se_cifar.yaml --n 50 --flops 100M:140M
+    """
+    from dsd.regimes import get_regime, with_overrides
+    from dsd.sampler import regime_for
+    from dsd.sampler import sample as draw_models
+    from dsd.spaces import load_space
+    from dsd.store import write_run
+
+    if n <= 0:
+        raise BadInput(f"--n must be positive, got {n}")
+    sp = load_space(space)
+    rg = regime_for(sp, get_regime(regime or sp.regime or "imagenet"))
+    rg = with_overrides(rg, flops, params, acts)
+    folder = out or RUNS_ROOT / sp.short
+    meta = run_description(sp, rg, seed, n)
+    from dsd.store import check_run_folder
+
+    if check_run_folder(folder, meta, force) == "same":
+        say(f"{folder}: already sampled with these arguments; nothing to do")
+        if json_out:
+            emit_json({"run": str(folder), "n": n, "unchanged": True})
+        return
+    t = time.perf_counter()
+    result = draw_models(sp, rg, n, seed)
+    elapsed = time.perf_counter() - t
+    write_run(folder, meta, result.rows, replace=force)
+    summary = {"run": str(folder), "space": sp.name, "regime": rg.name, "n": n, "seed": seed,
+               "draws": result.draws, "acceptance": n / result.draws, "duplicates": result.duplicates,
+               "seconds": round(elapsed, 3)}
+    if json_out:
+        emit_json(summary)
+    say(f"sampled {n} models from {sp.name} ({rg.name}: flops {_band(*rg.flops)}, params "
+        f"{_band(*rg.params)}, acts {_band(*rg.acts)}) in {elapsed:.2f} s: {result.draws:,} candidates, "
+        f"{100 * n / result.draws:.2f}% accepted -> {folder}")
+    say(f"next: dsd train {folder}")
+
+
+def _ints(text: Optional[str], what: str) -> Optional[list]:
+    if text is None:
+        return None
+    try:
+        return [float(x) if "." in x else int(x) for x in text.split(",")]
+    except ValueError:
+        raise BadInput(f"--{what} {text!r}: expected comma-separated numbers, e.g. 1,2,7,12") from None
+
+
+@app.command()
+def describe(
+    run: Optional[Path] = typer.Argument(None, help="A run folder (with --id)."),
+    model_id: Optional[int] = typer.Option(None, "--id", help="Model id in the run."),
+    depth: Optional[int] = typer.Option(None, help="RegNet depth d."),
+    w0: Optional[float] = typer.Option(None, help="RegNet initial width w0."),
+    wa: Optional[float] = typer.Option(None, help="RegNet slope wa."),
+    wm: Optional[float] = typer.Option(None, help="RegNet width multiplier wm."),
+    group_width: Optional[int] = typer.Option(None, help="RegNet group width g."),
+    bottleneck_ratio: float = typer.Option(1.0, help="RegNet bottleneck ratio b."),
+    se_ratio: float = typer.Option(0.0, help="SE ratio (0.25 for RegNetY)."),
+    depths: Optional[str] = typer.Option(None, help="Explicit stage depths, e.g. 1,2,7,12."),
+    widths: Optional[str] = typer.Option(None, help="Explicit stage widths."),
+    group_widths: Optional[str] = typer.Option(None, help="Explicit stage group widths (default 1 each)."),
+    bottleneck_ratios: Optional[str] = typer.Option(None, help="Explicit stage bottleneck ratios (default 1 each)."),
+    regime: str = typer.Option("imagenet", help="Defaults for resolution, channels, classes, stem, strides."),
+    stem: Optional[str] = typer.Option(None, help="simple | cifar | resnet."),
+    stem_width: int = typer.Option(32, help="Stem width."),
+    block: Optional[str] = typer.Option(None, help="X | Y | R | V (default X, or Y when --se-ratio > 0)."),
+    strides: Optional[str] = typer.Option(None, help="Per-stage strides (default: the regime's, else 2)."),
+    resolution: Optional[int] = typer.Option(None, help="Input resolution."),
+    in_channels: Optional[int] = typer.Option(None, help="Input channels."),
+    classes: Optional[int] = typer.Option(None, help="Number of classes."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON only."),
+):
+    """Show one model's stages and complexity (flops, params, acts), counted analytically.
+
+    Examples:
+      dsd describe --depth 13 --w0 24 --wa 36.44 --wm 2.49 --group-width 8      # RegNetX-200MF
+      dsd describe --depths 9,9,9 --widths 16,32,64 --block R --stem cifar --stem-width 16 \\
+                   --strides 1,2,2 --regime cifar                               # ResNet-56
+      dsd describe runs/xa --id 3
+    """
+    from dsd.complexity import complexity
+    from dsd.regimes import get_regime
+    from dsd.spec import make_spec
+
+    if run is not None:
+        if model_id is None:
+            raise BadInput("give --id K with a run folder")
+        spec = _spec_from_run(run, model_id)
+    else:
+        rg = get_regime(regime)
+        common = {"stem": stem or rg.stem or "simple", "stem_width": stem_width, "se_ratio": se_ratio,
+                  "block": block or ("Y" if se_ratio else "X"),
+                  "in_channels": in_channels or rg.in_channels, "num_classes": classes or rg.num_classes,
+                  "resolution": resolution or rg.resolution}
+        if depths is not None:
+            d = _ints(depths, "depths")
+            w = _ints(widths, "widths")
+            if w is None:
+                raise BadInput("--depths needs --widths")
+            regnet = None
+        elif None not in (depth, w0, wa, wm, group_width):
+            from dsd.regnet import regnet_stages
+
+            if depth <= 0 or w0 <= 0 or wa < 0 or wm <= 1:
+                raise BadInput("RegNet parameters need depth > 0, w0 > 0, wa >= 0, wm > 1")
+            d, w = regnet_stages(depth, w0, wa, wm)
+            regnet = {"w0": w0, "wa": wa, "wm": wm}
+        else:
+            raise BadInput("give RUN --id K, or --depth --w0 --wa --wm --group-width, or --depths --widths")
+        k = len(d)
+        g = _ints(group_widths, "group-widths") or ([group_width] * k if group_width else [1] * k)
+        b = _ints(bottleneck_ratios, "bottleneck-ratios") or [bottleneck_ratio] * k
+        s = _ints(strides, "strides") or [rg.strides[i] if rg.strides and i < len(rg.strides) else 2 for i in range(k)]
+        spec = make_spec(d, w, b, g, s, regnet=regnet, **common)
+    counts = complexity(spec)
+    info = {"depths": list(spec.depths), "widths": list(spec.widths), "group_widths": list(spec.group_widths),
+            "bottleneck_ratios": list(spec.bottleneck_ratios), "strides": list(spec.strides), **counts,
+            "stem": spec.stem, "stem_width": spec.stem_width, "block": spec.block, "se_ratio": spec.se_ratio,
+            "resolution": spec.resolution, "in_channels": spec.in_channels, "num_classes": spec.num_classes}
+    if json_out:
+        emit_json(info)
+        return
+    say(f"{spec.block} blocks, {spec.stem} stem ({spec.stem_width}), {spec.resolution} px, "
+        f"{spec.in_channels} channels, {spec.num_classes} classes, SE {spec.se_ratio:g}")
+    say(f"{'stage':5} {'depth':>5} {'width':>6} {'b':>4} {'g':>4} {'stride':>6}")
+    for i, row in enumerate(zip(spec.depths, spec.widths, spec.bottleneck_ratios, spec.group_widths, spec.strides)):
+        say(f"{i + 1:<5} {row[0]:>5} {row[1]:>6} {row[2]:>4g} {row[3]:>4} {row[4]:>6}")
+    say(f"flops {counts['flops']:,}  params {counts['params']:,}  acts {counts['acts']:,}")
+
+
+def _spec_from_run(run: Path, model_id: int):
+    from dsd.spec import spec_from_row
+    from dsd.store import read_models
+
+    table = read_models(run)
+    ids = table.column("model_id").to_pylist()
+    if model_id not in ids:
+        raise BadInput(f"{run}: no model with id {model_id} (ids 0..{len(ids) - 1})")
+    return spec_from_row(table.slice(ids.index(model_id), 1).to_pylist()[0])

@@ -1,0 +1,244 @@
+"""All figures, in the style of the RegNet / NDS papers. Each function returns a matplotlib Figure.
+
+matplotlib is imported inside the functions (it is slow to import and only figures need it), and
+figures are made with matplotlib.figure.Figure directly, so no pyplot state and no display backend
+is involved: `save` writes PNG, SVG or PDF by the file's extension, `png_bytes` feeds the report.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dsd import store
+from dsd.fit import block_widths
+from dsd.regnet import quantized_linear_widths
+
+LOG_SCALE_MIN_RATIO = 8.0
+
+
+def _figure(rows: int, cols: int, width: float = 3.4, height: float = 2.8):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    return fig, axes
+
+
+def _colors(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return [cmap(i % 10) for i in range(n)]
+
+
+def _hide_unused(axes, used: int) -> None:
+    for ax in axes.ravel()[used:]:
+        ax.set_visible(False)
+
+
+def save(fig, path: Path) -> Path:
+    """Write the figure atomically; the format follows the extension (png, svg, pdf)."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".") or "png"
+    store.write_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=150))
+    return path
+
+
+def png_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def edf_figure(curves: dict, table: pd.DataFrame, normalize: str | None = None):
+    """One EDF curve per run, legend "[min|mean] name", error (%) on x, cumulative probability on y."""
+    fig, axes = _figure(1, 1, 5.2, 4.0)
+    ax = axes[0, 0]
+    stats = table.set_index("run")
+    for (name, (x, y)), color in zip(curves.items(), _colors(len(curves))):
+        label = f"[{stats.at[name, 'min']:.1f}|{stats.at[name, 'mean']:.1f}] {name}"
+        ax.step(np.concatenate([[x[0]], x]), np.concatenate([[0.0], y]), where="post", color=color,
+                lw=1.8, label=label)
+    ax.set_xlabel("error (%)")
+    ax.set_ylabel("cumulative prob." + (f" (normalized by {normalize})" if normalize else ""))
+    ax.set_ylim(0, 1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=9)
+    ax.set_title("error EDF" + (f", {normalize}-normalized" if normalize else ""))
+    return fig
+
+
+def _maybe_log(ax, values, axis="x") -> None:
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) and v.min() > 0 and v.max() / v.min() >= LOG_SCALE_MIN_RATIO:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+
+
+def trends_figure(models: pd.DataFrame, stats: pd.DataFrame, table: pd.DataFrame, cols: int = 5):
+    """Per statistic: error vs statistic for every model, the bootstrap 95% band of the best value
+    shaded and its median as a line, one color per run."""
+    names = list(dict.fromkeys(table["stat"]))
+    runs = list(dict.fromkeys(table["run"]))
+    rows = -(-len(names) // cols)
+    fig, axes = _figure(rows, min(cols, len(names)), 3.0, 2.5)
+    done = models["status"] == "done"
+    top = models.loc[done, "err"].max() if done.any() else models["err"].max()
+    bottom = models["err"].min()
+    pad = 0.04 * max(top - bottom, 1e-9)
+    for ax, name in zip(axes.ravel(), names):
+        for run, color in zip(runs, _colors(len(runs))):
+            mask = (models["run"] == run).to_numpy()
+            ax.scatter(stats.loc[mask, name], models.loc[mask, "err"], s=6, alpha=0.45, color=color,
+                       linewidths=0, label=run)
+            row = table[(table["run"] == run) & (table["stat"] == name)]
+            if len(row):
+                r = row.iloc[0]
+                ax.axvspan(r["lo"], r["hi"], color=color, alpha=0.18, lw=0)
+                ax.axvline(r["median"], color=color, lw=1.4)
+        _maybe_log(ax, stats[name])
+        ax.set_ylim(bottom - pad, top + pad)
+        ax.set_xlabel(name)
+        ax.set_ylabel("error (%)")
+        ax.grid(alpha=0.3)
+        if len(runs) == 1:
+            r = table[table["stat"] == name].iloc[0]
+            ax.set_title(f"{name}: {_fmt(r['median'])} [{_fmt(r['lo'])}, {_fmt(r['hi'])}]", fontsize=9)
+    if len(runs) > 1:
+        axes.ravel()[0].legend(fontsize=7, markerscale=2)
+    _hide_unused(axes, len(names))
+    return fig
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.2e}"
+
+
+def trends_across_runs_figure(table: pd.DataFrame, run_flops: dict, cols: int = 5):
+    """Per statistic, the best range (median and 95% interval) of each run against the run's median
+    flops: how the good region moves with complexity (e.g. across flop regimes)."""
+    names = list(dict.fromkeys(table["stat"]))
+    rows = -(-len(names) // cols)
+    fig, axes = _figure(rows, min(cols, len(names)), 3.0, 2.5)
+    for ax, name in zip(axes.ravel(), names):
+        part = table[table["stat"] == name]
+        x = np.array([run_flops[r] for r in part["run"]], dtype=float)
+        order = np.argsort(x)
+        med, lo, hi = (part[c].to_numpy()[order] for c in ("median", "lo", "hi"))
+        ax.errorbar(x[order], med, yerr=[med - lo, hi - med], fmt="o-", capsize=3, lw=1.2, ms=4)
+        for xi, yi, run in zip(x[order], med, part["run"].to_numpy()[order]):
+            ax.annotate(run, (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        _maybe_log(ax, x)
+        ax.set_xlabel("flops (median of run)")
+        ax.set_ylabel(f"best {name}")
+        ax.grid(alpha=0.3)
+    _hide_unused(axes, len(names))
+    return fig
+
+
+def draw_widths(ax, depths, widths, title: str, fit: dict | None = None) -> None:
+    """Per-block widths (log scale) of one model, with its quantized linear fit if given."""
+    w = block_widths(depths, widths)
+    j = np.arange(len(w))
+    ax.step(j, w, where="mid", lw=2, color="k", label="model")
+    if fit is not None:
+        pred = quantized_linear_widths(len(w), fit["w0"], fit["wa"], fit["wm"])
+        ax.step(j, pred, where="mid", lw=1.4, ls="--", color="tab:red",
+                label=f"fit e_fit={fit['e_fit']:.3f}")
+        ax.plot(j, fit["w0"] + fit["wa"] * j, lw=0.8, ls=":", color="tab:red")
+        ax.legend(fontsize=7, loc="upper left")
+    ax.set_yscale("log")
+    ax.set_xlabel("block index j")
+    ax.set_ylabel("width")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+
+
+def fit_figure(models: pd.DataFrame, fits: pd.DataFrame, best: int = 3):
+    """Per run one row: the population fit over the top models' widths, the best models with their
+    fits, and e_fit against error."""
+    runs = list(dict.fromkeys(fits["run"]))
+    fig, axes = _figure(len(runs), best + 2, 3.0, 2.6)
+    for row, run in zip(axes, runs):
+        part = fits[fits["run"] == run]
+        fitted = part[part["scope"] == "model"].merge(
+            models[models["run"] == run][["model_id", "depths", "widths"]], on="model_id")
+        pop = part[part["scope"] == "population"]
+        ax = row[0]
+        if len(pop):
+            p = pop.iloc[0]
+            top = fitted[fitted["error"].notna()].sort_values("rank").head(20)
+            for rec in top.itertuples():
+                ax.plot(block_widths(rec.depths, rec.widths), color="0.6", lw=0.8)
+            j = np.arange(int(p["depth"]))
+            ax.plot(j, p["linear_w0"] + p["linear_wa"] * j, color="tab:blue", lw=1.5,
+                    label=f"w_j={p['linear_w0']:.0f}+{p['linear_wa']:.1f}j")
+            ax.step(j, quantized_linear_widths(len(j), p["w0"], p["wa"], p["wm"]), where="mid",
+                    color="tab:red", ls="--", lw=1.4, label=f"quantized, e_fit={p['e_fit']:.3f}")
+            ax.set_yscale("log")
+            ax.legend(fontsize=7, loc="upper left")
+        ax.set_title(f"{run}: top models, population fit", fontsize=9)
+        ax.set_xlabel("block index j")
+        ax.set_ylabel("width")
+        ax.grid(alpha=0.3, which="both")
+        ranked = fitted.sort_values("rank")
+        for ax, rec in zip(row[1:best + 1], ranked.head(best).itertuples()):
+            err = f", err {rec.error:.1f}%" if np.isfinite(rec.error) else ""
+            draw_widths(ax, rec.depths, rec.widths, f"{run} #{rec.rank} (id {rec.model_id}{err})",
+                        {"w0": rec.w0, "wa": rec.wa, "wm": rec.wm, "e_fit": rec.e_fit})
+        _hide_unused(row[1:best + 1], len(ranked))
+        ax = row[-1]
+        ax.scatter(fitted["e_fit"], fitted["error"], s=10, alpha=0.7)
+        ax.set_xlabel("e_fit")
+        ax.set_ylabel("error (%)")
+        ax.set_title(f"{run}: e_fit vs error", fontsize=9)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def search_figure(table: pd.DataFrame):
+    """Expected minimum error of k random models against k, shaded between its 25% and 75% quantiles."""
+    fig, axes = _figure(1, 1, 5.2, 4.0)
+    ax = axes[0, 0]
+    runs = list(dict.fromkeys(table["run"]))
+    for run, color in zip(runs, _colors(len(runs))):
+        part = table[table["run"] == run]
+        ax.plot(part["k"], part["mean"], "o-", color=color, ms=3, lw=1.6, label=run)
+        ax.fill_between(part["k"], part["q25"], part["q75"], color=color, alpha=0.18, lw=0)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("number of random models k")
+    ax.set_ylabel("min error of k models (%)")
+    ax.set_title("random search efficiency")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=9)
+    return fig
+
+
+def models_figure(models: pd.DataFrame, title: str, cols: int = 4):
+    """Per-block widths of a few models (e.g. a run's best and worst), one panel each."""
+    rows = max(1, -(-len(models) // cols))
+    fig, axes = _figure(rows, cols, 3.0, 2.4)
+    for ax, rec in zip(axes.ravel(), models.itertuples()):
+        draw_widths(ax, rec.depths, rec.widths, f"{rec.run} id {rec.model_id}: {rec.err:.1f}%")
+    _hide_unused(axes, len(models))
+    fig.suptitle(title)
+    return fig
+
+
+def curves_figure(models: pd.DataFrame):
+    """Per-epoch test error of a few models (training curves), one line each."""
+    fig, axes = _figure(1, 1, 5.2, 3.6)
+    ax = axes[0, 0]
+    for rec in models.itertuples():
+        curve = np.asarray(rec.error_curve if rec.error_curve is not None else [], dtype=float)
+        ax.plot(np.arange(1, len(curve) + 1), curve, "o-", ms=3, lw=1.2,
+                label=f"{rec.run} id {rec.model_id} ({rec.err:.1f}%)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("error (%)")
+    ax.set_title("training curves of the best models")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig

@@ -1,0 +1,215 @@
+"""Rejection sampling of models from a space under a regime's complexity band.
+
+Model i is drawn from its own random stream, seeded by (seed, i): sampling n=600 after n=500 keeps the
+first 500 models identical, and model i never depends on how many models are asked for. Candidates are
+drawn and counted in vectorized batches (numpy), so a 2% acceptance rate costs little; the first
+candidate of model i's stream that meets every constraint and is not a duplicate becomes model i.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from dsd import complexity as cx
+from dsd.errors import BadInput
+from dsd.regimes import Regime
+from dsd.spaces import Param, Space
+from dsd.spec import ModelSpec
+
+FIRST_BATCH = 64
+MAX_BATCH = 16384
+MAX_DRAWS_PER_MODEL = 2_000_000
+
+
+@dataclass(frozen=True)
+class Network:
+    """The fixed (non-sampled) part of every model: the space's network under the regime's input."""
+
+    stem: str
+    stem_width: int
+    block: str
+    se_ratio: float
+    strides: tuple[int, ...]
+    resolution: int
+    in_channels: int
+    num_classes: int
+
+
+def network_for(space: Space, regime: Regime) -> Network:
+    """Apply a regime to a space: its stem and its strides (stage i takes the regime's i-th, else 2).
+
+    A space file that names its own `regime:` was written for that input, so its stem and strides
+    are kept as written."""
+    net = space.network
+    strides = tuple(net["strides"])
+    written_for_it = space.regime is not None
+    if regime.strides and not written_for_it:
+        strides = tuple(regime.strides[i] if i < len(regime.strides) else 2 for i in range(len(strides)))
+    stem = net["stem"] if written_for_it else (regime.stem or net["stem"])
+    return Network(stem=stem, stem_width=net["stem_width"], block=net["block"],
+                   se_ratio=float(net["se_ratio"]), strides=strides, resolution=regime.resolution,
+                   in_channels=regime.in_channels, num_classes=regime.num_classes)
+
+
+def draw(p: Param, rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    """Values of one parameter with its declared distribution (see spaces/AnyNetXA.yaml)."""
+    if p.distribution == "choice":
+        return np.asarray(p.values)[rng.integers(0, len(p.values), size=shape)]
+    q = p.quantum
+    if p.distribution == "uniform":
+        if q:
+            k = rng.integers(math.ceil(p.low / q), math.floor(p.high / q) + 1, size=shape)
+            return k * q
+        return rng.uniform(p.low, p.high, size=shape)
+    x = np.exp(rng.uniform(math.log(p.low), math.log(p.high), size=shape))
+    if q:
+        return np.clip(np.round(x / q), math.ceil(p.low / q), math.floor(p.high / q)) * q
+    return x
+
+
+def draw_stage_params(space: Space, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
+    """(batch, stages) arrays of depth, width, bottleneck_ratio, group_width for an AnyNet-style space."""
+    s = space.stages
+    out = {}
+    for p in space.params:
+        values = draw(p, rng, (batch, s) if p.draws_per_stage else (batch, 1))
+        out[p.name] = np.broadcast_to(values, (batch, s))
+    for name in space.non_decreasing:
+        out[name] = np.sort(out[name], axis=1)
+    return out
+
+
+def draw_regnet_params(space: Space, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
+    """RegNet parameters per candidate, then stage depths and widths by the quantized linear rule;
+    candidates with a stage count other than the space's get depth 0 (rejected by the caller)."""
+    v = {p.name: draw(p, rng, (batch,)) for p in space.params}
+    quantum = space.rule.get("quantum", 8)
+    d = v["depth"].astype(np.int64)
+    j = np.arange(int(d.max()))
+    u = v["w0"][:, None] + v["wa"][:, None] * j
+    k = np.round(np.log(u / v["w0"][:, None]) / np.log(v["wm"][:, None]))
+    w = (np.round(v["w0"][:, None] * np.power(v["wm"][:, None], k) / quantum) * quantum).astype(np.int64)
+    inside = j < d[:, None]
+    starts = np.concatenate([np.ones((batch, 1), bool), w[:, 1:] != w[:, :-1]], axis=1) & inside
+    stage_of = np.cumsum(starts, axis=1) - 1
+    ok = starts.sum(axis=1) == space.stages
+    s = space.stages
+    depths = np.stack([((stage_of == i) & inside).sum(axis=1) for i in range(s)], axis=1)
+    widths = np.stack([np.where((stage_of == i) & inside, w, 0).max(axis=1) for i in range(s)], axis=1)
+    depths[~ok] = 0
+    widths[~ok] = 8
+    out = {"depth": depths, "width": widths,
+           "bottleneck_ratio": np.broadcast_to(v["bottleneck_ratio"][:, None], (batch, s)),
+           "group_width": np.broadcast_to(v["group_width"][:, None], (batch, s))}
+    out.update({"w0": v["w0"], "wa": v["wa"], "wm": v["wm"]})
+    return out
+
+
+def in_band(values, band) -> np.ndarray:
+    lo, hi = band
+    return (values >= lo) & (values <= hi)
+
+
+class Sampler:
+    """Draws candidate batches for one (space, regime) and keeps the ones meeting the constraints."""
+
+    def __init__(self, space: Space, regime: Regime):
+        self.space, self.regime = space, regime
+        self.net = network_for(space, regime)
+        self.regnet = space.rule is not None
+
+    def candidates(self, rng: np.random.Generator, batch: int) -> tuple[dict, np.ndarray, dict]:
+        """A batch of candidates (after the compatibility step), their acceptance mask and complexity."""
+        from dsd.regnet import compatible_widths
+
+        v = (draw_regnet_params if self.regnet else draw_stage_params)(self.space, rng, batch)
+        depths = v["depth"].astype(np.int64)
+        b = v["bottleneck_ratio"].astype(float)
+        widths, groups = v["width"].astype(np.int64), v["group_width"].astype(np.int64)
+        if self.net.block in ("X", "Y"):
+            widths, groups = compatible_widths(widths, b, groups)
+        n = self.net
+        c = cx.network(stem_kind=n.stem, stem_width=n.stem_width, block_kind=n.block, se_ratio=n.se_ratio,
+                       in_channels=n.in_channels, num_classes=n.num_classes, resolution=n.resolution,
+                       depths=depths.T, widths=widths.T, bottleneck_ratios=b.T, group_widths=groups.T,
+                       strides=n.strides)
+        stats = {"flops": c.flops, "params": c.params, "acts": c.acts}
+        ok = (depths > 0).all(axis=1)
+        for name in stats:
+            ok &= in_band(stats[name], getattr(self.regime, name))
+        v.update(depth=depths, width=widths, group_width=groups, bottleneck_ratio=b)
+        return v, ok, stats
+
+    def spec(self, v: dict, stats: dict, i: int) -> tuple[ModelSpec, dict]:
+        n = self.net
+        regnet = {k: float(v[k][i]) for k in ("w0", "wa", "wm")} if self.regnet else None
+        spec = ModelSpec(depths=tuple(v["depth"][i].tolist()), widths=tuple(v["width"][i].tolist()),
+                         bottleneck_ratios=tuple(v["bottleneck_ratio"][i].tolist()),
+                         group_widths=tuple(v["group_width"][i].tolist()), strides=n.strides, stem=n.stem,
+                         stem_width=n.stem_width, block=n.block, se_ratio=n.se_ratio,
+                         in_channels=n.in_channels, num_classes=n.num_classes, resolution=n.resolution,
+                         regnet=regnet)
+        return spec, {k: int(stats[k][i]) for k in stats}
+
+
+@dataclass
+class Sample:
+    rows: list[dict]
+    draws: int
+    duplicates: int
+
+
+def sample(space: Space, regime: Regime, n: int, seed: int = 0,
+           max_draws_per_model: int = MAX_DRAWS_PER_MODEL) -> Sample:
+    """n models meeting the constraints; model i depends only on (space, regime, seed, i)."""
+    if n <= 0:
+        raise BadInput(f"--n must be positive, got {n}")
+    sampler = Sampler(space, regime)
+    rows, seen, draws, dups = [], set(), 0, 0
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        batch, tried, found = FIRST_BATCH, 0, None
+        while found is None:
+            if tried >= max_draws_per_model:
+                raise BadInput(
+                    f"found only {i} of {n} models: no candidate for model {i} met the constraints in {tried:,} draws "
+                    f"({draws + tried:,} in all, {dups} duplicates); widen the complexity band or the space")
+            v, ok, stats = sampler.candidates(rng, batch)
+            used = batch
+            for j in np.flatnonzero(ok):
+                spec, counts = sampler.spec(v, stats, j)
+                key = spec.key()
+                if key in seen:
+                    dups += 1
+                    continue
+                seen.add(key)
+                found, used = model_row(i, space, seed, spec, key, counts), j + 1
+                break
+            tried += int(used)
+            batch = min(2 * batch, MAX_BATCH)
+        draws += tried
+        rows.append(found)
+    return Sample(rows, draws, dups)
+
+
+def model_row(i: int, space: Space, seed: int, spec: ModelSpec, key: str, counts: dict) -> dict:
+    """One row of models.parquet (columns of dsd.store.MODEL_SCHEMA)."""
+    r = spec.regnet or {}
+    return {"model_id": i, "space": space.name, "seed": seed, "key": key, "stem": spec.stem,
+            "stem_width": spec.stem_width, "block": spec.block, "depths": list(spec.depths),
+            "widths": list(spec.widths), "bottleneck_ratios": list(spec.bottleneck_ratios),
+            "group_widths": list(spec.group_widths), "strides": list(spec.strides),
+            "se_ratio": spec.se_ratio, "depth": spec.depth, "w0": r.get("w0"), "wa": r.get("wa"),
+            "wm": r.get("wm"), "resolution": spec.resolution, "in_channels": spec.in_channels,
+            "num_classes": spec.num_classes, **counts}
+
+
+def regime_for(space: Space, regime: Regime) -> Regime:
+    """The space file's own complexity ranges (if any) applied over the regime's."""
+    from dsd.regimes import parse_range
+
+    if not space.complexity:
+        return regime
+    return replace(regime, **{k: parse_range(str(v), k) for k, v in space.complexity.items()})

@@ -1,0 +1,264 @@
+"""Design spaces: YAML files -> validated `Space` objects.
+
+A space file names the network (stem, block, stages, strides, SE ratio), its free parameters with their
+distributions, optional ordering constraints and, for RegNet spaces, the quantized linear rule. `extends:`
+merges a file over another space (mappings merge key by key, everything else is replaced), which is how
+AnyNetXB..E and RegNetY are written as one-line refinements. See spaces/AnyNetXA.yaml for the schema.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from dsd.errors import BadInput
+from dsd.spec import BLOCKS, STEMS
+
+TOP_KEYS = {"name", "short", "description", "extends", "network", "parameters", "non_decreasing", "rule",
+            "regime", "complexity"}
+NETWORK_KEYS = {"stem", "stem_width", "block", "stages", "strides", "se_ratio"}
+PARAM_KEYS = {"distribution", "low", "high", "quantum", "values", "per_stage", "shared"}
+DISTRIBUTIONS = ("uniform", "log_uniform", "choice")
+STAGE_PARAMS = ("depth", "width", "bottleneck_ratio", "group_width")
+REGNET_PARAMS = ("depth", "w0", "wa", "wm", "bottleneck_ratio", "group_width")
+RULES = ("quantized_linear",)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    distribution: str
+    low: float | None = None
+    high: float | None = None
+    quantum: float | None = None
+    values: tuple | None = None
+    per_stage: bool = False
+    shared: bool = False
+
+    @property
+    def draws_per_stage(self) -> bool:
+        """One value per stage (as opposed to one value for the whole network)."""
+        return self.per_stage and not self.shared
+
+    def support_size(self) -> float:
+        """Number of distinct values (inf for a continuous parameter)."""
+        if self.distribution == "choice":
+            return len(set(self.values))
+        if not self.quantum:
+            return math.inf
+        return math.floor(self.high / self.quantum) - math.ceil(self.low / self.quantum) + 1
+
+
+@dataclass(frozen=True)
+class Space:
+    name: str
+    short: str
+    description: str
+    network: dict
+    params: tuple[Param, ...]
+    non_decreasing: tuple[str, ...] = ()
+    rule: dict | None = None
+    regime: str | None = None
+    complexity: dict | None = None
+    source: dict | None = None  # the resolved (merged) mapping, as stored in run.yaml
+
+    @property
+    def stages(self) -> int:
+        return int(self.network["stages"])
+
+    def param(self, name: str) -> Param:
+        return next(p for p in self.params if p.name == name)
+
+    def free_dims(self) -> int:
+        """Number of free parameters (a per-stage parameter counts once per stage)."""
+        return sum((self.stages if p.draws_per_stage else 1) for p in self.params if p.support_size() > 1)
+
+    def size(self) -> float:
+        """Number of distinct parameter settings (inf when a parameter is continuous)."""
+        total = 1.0
+        for p in self.params:
+            m = p.support_size()
+            if p.draws_per_stage:
+                k = self.stages
+                # non-decreasing k-tuples from m values: C(m + k - 1, k)
+                total *= math.comb(int(m) + k - 1, k) if p.name in self.non_decreasing and m < math.inf else m ** k
+            else:
+                total *= m
+        return total
+
+    def continuous(self) -> list[str]:
+        return [p.name for p in self.params if p.support_size() == math.inf]
+
+
+def builtin_dir() -> Path:
+    """Where the built-in space files are: spaces/ of a checkout, else the installed package's copy.
+
+    pyproject.toml ships spaces/ as the package `dsd.builtin_spaces`; in a checkout (or an editable
+    install run from it) that package name is not importable, so the folder is used directly.
+    """
+    checkout = Path(__file__).resolve().parent.parent / "spaces"
+    if (checkout / "AnyNetXA.yaml").is_file():
+        return checkout
+    return Path(str(resources.files("dsd.builtin_spaces")))
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in builtin_dir().glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise BadInput(f"{path}:{where}: YAML syntax error: {problem}") from None
+    except OSError as e:
+        raise BadInput(f"{path}: cannot read ({e.strerror})") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: a space file must be a YAML mapping")
+    return data
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _resolve_file(ref: str, relative_to: Path | None = None) -> Path:
+    """A built-in name (case-insensitive, or its short name) or a path to a YAML file."""
+    builtins = {n.lower(): builtin_dir() / f"{n}.yaml" for n in builtin_names()}
+    shorts = {_read_yaml(p).get("short", "").lower(): p for p in builtins.values()}
+    key = str(ref).lower()
+    if key in builtins:
+        return builtins[key]
+    if key in shorts:
+        return shorts[key]
+    for candidate in ([relative_to / ref] if relative_to else []) + [Path(ref)]:
+        if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+            return candidate
+    raise BadInput(f"unknown space {ref!r} (known: {', '.join(builtin_names())}; or a path to a .yaml file)")
+
+
+def _load_mapping(path: Path, seen: tuple = ()) -> dict:
+    if path.resolve() in seen:
+        raise BadInput(f"{path}: `extends` loops back to itself")
+    data = _read_yaml(path)
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise BadInput(f"{path}: unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(TOP_KEYS))})")
+    if data.get("extends"):
+        base = _load_mapping(_resolve_file(data["extends"], path.parent), seen + (path.resolve(),))
+        base.pop("extends", None)
+        data = _merge(base, {k: v for k, v in data.items() if k != "extends"})
+    return data
+
+
+def load_space(ref: str | Path) -> Space:
+    """Load, merge (`extends`) and validate a space given by built-in name or file path."""
+    path = _resolve_file(str(ref))
+    return space_from_mapping(_load_mapping(path), where=str(path))
+
+
+def _param(name: str, d: dict, where: str, regnet: bool) -> Param:
+    if not isinstance(d, dict):
+        raise BadInput(f"{where}: parameter {name!r} must be a mapping")
+    unknown = set(d) - PARAM_KEYS
+    if unknown:
+        raise BadInput(f"{where}: parameter {name!r}: unknown key {sorted(unknown)[0]!r} "
+                       f"(allowed: {', '.join(sorted(PARAM_KEYS))})")
+    dist = d.get("distribution")
+    if dist not in DISTRIBUTIONS:
+        raise BadInput(f"{where}: parameter {name!r}: distribution must be one of {', '.join(DISTRIBUTIONS)}, got {dist!r}")
+    per_stage = bool(d.get("per_stage", False))
+    if regnet and per_stage:
+        raise BadInput(f"{where}: parameter {name!r}: RegNet parameters are not per stage")
+    if dist == "choice":
+        values = d.get("values")
+        if not isinstance(values, list) or not values or not all(isinstance(v, (int, float)) for v in values):
+            raise BadInput(f"{where}: parameter {name!r}: choice needs a non-empty list of numbers in `values`")
+        if any(v <= 0 for v in values):
+            raise BadInput(f"{where}: parameter {name!r}: values must be positive")
+        return Param(name, dist, values=tuple(values), per_stage=per_stage, shared=bool(d.get("shared", False)))
+    low, high, q = d.get("low"), d.get("high"), d.get("quantum")
+    for key, v in (("low", low), ("high", high)):
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise BadInput(f"{where}: parameter {name!r}: {dist} needs a number `{key}`, got {v!r}")
+    if low > high:
+        raise BadInput(f"{where}: parameter {name!r}: low {low} is above high {high}")
+    if dist == "log_uniform" and low <= 0:
+        raise BadInput(f"{where}: parameter {name!r}: log_uniform needs low > 0, got {low}")
+    if q is not None and (not isinstance(q, (int, float)) or q <= 0):
+        raise BadInput(f"{where}: parameter {name!r}: quantum must be a positive number, got {q!r}")
+    if q and math.floor(high / q) < math.ceil(low / q):
+        raise BadInput(f"{where}: parameter {name!r}: no multiple of {q} lies in [{low}, {high}]")
+    return Param(name, dist, float(low), float(high), q, per_stage=per_stage, shared=bool(d.get("shared", False)))
+
+
+def space_from_mapping(data: dict, where: str = "space") -> Space:
+    """Validate a merged space mapping; every problem is a one-line BadInput naming the file and key."""
+    for key in ("name", "network", "parameters"):
+        if key not in data:
+            raise BadInput(f"{where}: missing key {key!r}")
+    net = data["network"]
+    if not isinstance(net, dict):
+        raise BadInput(f"{where}: `network` must be a mapping")
+    unknown = set(net) - NETWORK_KEYS
+    if unknown:
+        raise BadInput(f"{where}: network: unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(NETWORK_KEYS))})")
+    net = {"stem": "simple", "stem_width": 32, "block": "X", "se_ratio": 0.0, **net}
+    if net["stem"] not in STEMS:
+        raise BadInput(f"{where}: network: stem must be one of {', '.join(STEMS)}, got {net['stem']!r}")
+    if net["block"] not in BLOCKS:
+        raise BadInput(f"{where}: network: block must be one of {', '.join(BLOCKS)}, got {net['block']!r}")
+    stages = net.get("stages")
+    if not isinstance(stages, int) or not 1 <= stages <= 8:
+        raise BadInput(f"{where}: network: stages must be an integer 1..8, got {stages!r}")
+    strides = net.get("strides") or [2] * stages
+    if len(strides) != stages or not all(isinstance(s, int) and s >= 1 for s in strides):
+        raise BadInput(f"{where}: network: strides must be {stages} positive integers, got {strides!r}")
+    net["strides"] = list(strides)
+    if not isinstance(net["stem_width"], int) or net["stem_width"] < 1:
+        raise BadInput(f"{where}: network: stem_width must be a positive integer")
+    if not isinstance(net["se_ratio"], (int, float)) or not 0 <= net["se_ratio"] < 1:
+        raise BadInput(f"{where}: network: se_ratio must be in [0, 1)")
+
+    rule = data.get("rule")
+    if rule is not None and (not isinstance(rule, dict) or rule.get("type") not in RULES):
+        raise BadInput(f"{where}: rule: type must be one of {', '.join(RULES)}")
+    regnet = rule is not None
+    expected = REGNET_PARAMS if regnet else STAGE_PARAMS
+    params = data["parameters"]
+    if not isinstance(params, dict):
+        raise BadInput(f"{where}: `parameters` must be a mapping")
+    for name in params:
+        if name not in expected:
+            raise BadInput(f"{where}: unknown parameter {name!r} (allowed: {', '.join(expected)})")
+    missing = [n for n in expected if n not in params]
+    if missing:
+        raise BadInput(f"{where}: missing parameter {missing[0]!r}")
+    parsed = tuple(_param(n, params[n], where, regnet) for n in expected)
+
+    order = data.get("non_decreasing") or []
+    if not isinstance(order, list):
+        raise BadInput(f"{where}: non_decreasing must be a list of per-stage parameter names")
+    for name in order:
+        if regnet or name not in params or not _param(name, params[name], where, regnet).draws_per_stage:
+            raise BadInput(f"{where}: non_decreasing: {name!r} is not a per-stage, unshared parameter")
+    if data.get("regime") is not None and not isinstance(data["regime"], str):
+        raise BadInput(f"{where}: regime must be a regime name")
+    complexity = data.get("complexity")
+    if complexity is not None:
+        bad = set(complexity) - {"flops", "params", "acts"} if isinstance(complexity, dict) else {"?"}
+        if bad:
+            raise BadInput(f"{where}: complexity: only flops, params, acts ranges are allowed")
+    return Space(name=str(data["name"]), short=str(data.get("short") or str(data["name"]).lower()),
+                 description=str(data.get("description", "")), network=net, params=parsed,
+                 non_decreasing=tuple(order), rule=rule, regime=data.get("regime"), complexity=complexity,
+                 source=data)
