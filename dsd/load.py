@@ -86,6 +86,13 @@ def scored(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["err"].notna()]
 
 
+def top_error(frame: pd.DataFrame) -> float:
+    """The largest error of a done model: figures end there, so that diverged models (at chance)
+    do not squash the scale; their share shows as the gap below 1 of an EDF."""
+    done = frame["status"] == "done"
+    return float(frame.loc[done, "err"].max() if done.any() else frame["err"].max())
+
+
 def status_counts(part: pd.DataFrame) -> dict:
     counts = part["status"].value_counts()
     return {s: int(counts.get(s, 0)) for s in STATUS_ORDER}

@@ -14,6 +14,7 @@ import pandas as pd
 
 from dsd import store
 from dsd.fit import block_widths
+from dsd.load import top_error
 from dsd.regnet import quantized_linear_widths
 
 LOG_SCALE_MIN_RATIO = 8.0
@@ -53,8 +54,9 @@ def png_bytes(fig) -> bytes:
     return buf.getvalue()
 
 
-def edf_figure(curves: dict, table: pd.DataFrame, normalize: str | None = None):
-    """One EDF curve per run, legend "[min|mean] name", error (%) on x, cumulative probability on y."""
+def edf_figure(curves: dict, table: pd.DataFrame, normalize: str | None = None, xmax: float | None = None):
+    """One EDF curve per run, legend "[min|mean] name", error (%) on x, cumulative probability on y;
+    x ends at xmax when given (see dsd.load.top_error)."""
     fig, axes = _figure(1, 1, 5.2, 4.0)
     ax = axes[0, 0]
     stats = table.set_index("run")
@@ -65,6 +67,9 @@ def edf_figure(curves: dict, table: pd.DataFrame, normalize: str | None = None):
     ax.set_xlabel("error (%)")
     ax.set_ylabel("cumulative prob." + (f" (normalized by {normalize})" if normalize else ""))
     ax.set_ylim(0, 1.0)
+    if xmax is not None:
+        lo = min(x[0] for x, _ in curves.values())
+        ax.set_xlim(lo - 0.03 * (xmax - lo), xmax + 0.03 * (xmax - lo))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=9)
     ax.set_title("error EDF" + (f", {normalize}-normalized" if normalize else ""))
@@ -85,8 +90,7 @@ def trends_figure(models: pd.DataFrame, stats: pd.DataFrame, table: pd.DataFrame
     runs = list(dict.fromkeys(table["run"]))
     rows = -(-len(names) // cols)
     fig, axes = _figure(rows, min(cols, len(names)), 3.0, 2.5)
-    done = models["status"] == "done"
-    top = models.loc[done, "err"].max() if done.any() else models["err"].max()
+    top = top_error(models)
     bottom = models["err"].min()
     pad = 0.04 * max(top - bottom, 1e-9)
     for ax, name in zip(axes.ravel(), names):

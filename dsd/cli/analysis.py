@@ -1,1 +1,234 @@
-"""Analysis commands (placeholder until issue 4 lands)."""
+"""Analysis commands: `dsd edf`, `trends`, `fit-linear`, `search-efficiency`, `report`, `export`.
+
+They read run folders only (dsd.load) and work on partial runs. Everything numeric lives in the
+library modules; these functions parse, call, print and save figures.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dsd.cli import app, emit_json, figure_path, resolve_runs, say
+
+RUNS_ARG = typer.Argument(None, help="Run folders (default: every run under ./runs).", show_default=False)
+PLOT = typer.Option(False, "--plot", help="Write the figure (default into the first run folder) and print its path.")
+OUT = typer.Option(None, "--out", help="Figure file (.png, .svg or .pdf); implies --plot.")
+JSON = typer.Option(False, "--json", help="Print JSON only (on stdout).")
+
+
+def _load(runs):
+    from dsd.load import load_runs
+
+    paths = resolve_runs(runs)
+    return paths, load_runs(paths)
+
+
+def _save(fig, path: Path) -> None:
+    from dsd.plots import save
+
+    say(f"figure: {save(fig, path)}")
+
+
+def _num(v, fmt: str = ".1f") -> str:
+    return "-" if v is None or v != v else format(v, fmt)
+
+
+def _records(frame) -> list[dict]:
+    return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+
+
+@app.command()
+def edf(
+    runs: Optional[List[Path]] = RUNS_ARG,
+    normalize: Optional[str] = typer.Option(
+        None, help="flops | params | acts: the complexity-normalized EDF of NDS (equal-width bins over the "
+                   "range of all runs; each occupied bin weighs the same). Then mean and median are "
+                   "weighted, D is the largest distance between the weighted EDFs and p is the asymptotic "
+                   "Kolmogorov p-value at the Kish effective sample sizes (sum w)^2 / sum w^2."),
+    bins: int = typer.Option(10, help="Number of complexity bins for --normalize."),
+    plot: bool = PLOT, out: Optional[Path] = OUT, json_out: bool = JSON,
+):
+    """Error EDFs: per run n, min / mean / median error, and the two-sample KS test against the first run.
+
+    F(e) is the fraction of models with error below e (diverged models count at chance error; failed and
+    untrained ones are left out, the table counts them). Without --normalize the KS statistic and p-value
+    are scipy.stats.ks_2samp's.
+
+    Example: dsd edf runs/xa runs/xc --plot
+    """
+    from dsd.edf import edf_curves, edf_table
+
+    paths, frame = _load(runs)
+    table = edf_table(frame, normalize, bins)
+    if plot or out:
+        from dsd.load import top_error
+        from dsd.plots import edf_figure
+
+        path = figure_path(out, paths[0], "edf" + (f"_{normalize}" if normalize else ""))
+        _save(edf_figure(edf_curves(frame, normalize, bins), table, normalize, top_error(frame)), path)
+    if json_out:
+        emit_json({"normalize": normalize, "bins": bins if normalize else None, "runs": _records(table)})
+        return
+    say(f"{'run':12} {'n':>6} {'done':>6} {'diverged':>8} {'failed':>6} {'untrained':>9} {'min':>6} "
+        f"{'mean':>6} {'median':>6} {'KS D':>6} {'KS p':>8}")
+    for r in table.itertuples():
+        say(f"{r.run:12} {r.n:>6} {r.done:>6} {r.diverged:>8} {r.failed:>6} {r.untrained:>9} {r.min:>6.1f} "
+            f"{r.mean:>6.1f} {r.median:>6.1f} {_num(r.ks_d, '.3f'):>6} {_num(r.ks_p, '.2g'):>8}")
+
+
+@app.command()
+def trends(
+    runs: Optional[List[Path]] = RUNS_ARG,
+    stats: Optional[str] = typer.Option(
+        None, help="Comma-separated statistics: d1.. w1.. b1.. g1.. (per stage), d (total depth), w_sum, "
+                   "w0, wa, wm, flops, params, acts. Default: every one that varies in the runs."),
+    samples: int = typer.Option(10_000, help="Bootstrap repetitions."),
+    subsample: float = typer.Option(0.25, help="Fraction of the models drawn (with replacement) per repetition."),
+    level: float = typer.Option(0.95, help="Coverage of the interval."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap draws."),
+    plot: bool = PLOT, out: Optional[Path] = OUT, json_out: bool = JSON,
+):
+    """Empirical bootstrap of the best value of each statistic (RegNet, footnote 4).
+
+    Per repetition, draw a subsample of the (statistic, error) pairs with replacement and keep the
+    statistic of its minimum-error model; the interval of the kept values is the likely range of the
+    best value, their median the most likely one. The figure is a grid of error-vs-statistic scatter
+    plots with the band and the median line; with several runs a second figure shows how the best
+    range moves with the runs' flops.
+
+    Example: dsd trends runs/xc --stats d,w4,g1 --plot
+    """
+    from dsd import bootstrap
+
+    paths, frame = _load(runs)
+    wanted = [s.strip() for s in stats.split(",") if s.strip()] if stats else None
+    table = bootstrap.trends(frame, wanted, samples, subsample, level, seed)
+    if plot or out:
+        from dsd.load import scored
+        from dsd.plots import trends_across_runs_figure, trends_figure
+
+        models = scored(frame)
+        path = figure_path(out, paths[0], "trends")
+        _save(trends_figure(models, bootstrap.model_statistics(models), table), path)
+        if len(paths) > 1:
+            flops = models.groupby("run")["flops"].median().to_dict()
+            _save(trends_across_runs_figure(table, flops), path.with_name(f"{path.stem}_across{path.suffix}"))
+    if json_out:
+        emit_json({"samples": samples, "subsample": subsample, "level": level, "seed": seed,
+                   "trends": _records(table)})
+        return
+    say(f"{'run':12} {'stat':8} {'n':>6} {'median':>10} {'interval':>23} {'best model':>10}")
+    for r in table.itertuples():
+        say(f"{r.run:12} {r.stat:8} {r.n:>6} {r.median:>10.4g} {f'[{r.lo:.4g}, {r.hi:.4g}]':>23} "
+            f"{r.best_model:>10.4g}")
+
+
+@app.command("fit-linear")
+def fit_linear(
+    runs: Optional[List[Path]] = RUNS_ARG,
+    top: int = typer.Option(20, help="Fit the best TOP trained models of each run."),
+    all_models: bool = typer.Option(False, "--all", help="Fit every model, trained or not."),
+    plot: bool = PLOT, out: Optional[Path] = OUT, json_out: bool = JSON,
+):
+    """Quantized linear fits: per model the (w0, wa, wm) whose RegNet rule best matches its widths.
+
+    Grid search with d = the model's depth, minimizing e_fit = mean over blocks of |log(w_pred / w)|,
+    plus the population fit of the run's top 20 trained models (one rule for their pooled blocks, and
+    the least-squares line w_j = w0 + wa*j). The fits are written to RUN/fits.parquet.
+
+    Example: dsd fit-linear runs/xe --plot
+    """
+    from dsd.fit import fit_runs, save_fits
+
+    paths, frame = _load(runs)
+    fits = fit_runs(frame, None if all_models else top)
+    for path in save_fits(fits, frame):
+        say(f"fits: {path}")
+    if plot or out:
+        from dsd.plots import fit_figure
+
+        _save(fit_figure(frame, fits), figure_path(out, paths[0], "fit_linear"))
+    if json_out:
+        emit_json({"fits": _records(fits)})
+        return
+    say(f"{'run':12} {'scope':10} {'id':>5} {'rank':>4} {'d':>3} {'error':>6} {'w0':>6} {'wa':>7} "
+        f"{'wm':>5} {'e_fit':>6}")
+    for r in fits.itertuples():
+        model = "-" if r.model_id != r.model_id or r.model_id is None else int(r.model_id)
+        rank = "-" if r.rank != r.rank or r.rank is None else int(r.rank)
+        say(f"{r.run:12} {r.scope:10} {model:>5} {rank:>4} {r.depth:>3} {_num(r.error):>6} {r.w0:>6.0f} "
+            f"{r.wa:>7.2f} {r.wm:>5.2f} {r.e_fit:>6.3f}")
+    for r in fits[fits["scope"] == "population"].itertuples():
+        say(f"{r.run}: top models follow w_j = {r.linear_w0:.1f} + {r.linear_wa:.1f} j "
+            f"(quantized: w0={r.w0:.0f} wa={r.wa:.1f} wm={r.wm:.2f}, e_fit {r.e_fit:.3f})")
+
+
+@app.command("search-efficiency")
+def search_efficiency(
+    runs: Optional[List[Path]] = RUNS_ARG,
+    plot: bool = PLOT, out: Optional[Path] = OUT, json_out: bool = JSON,
+):
+    """Random-search efficiency (NDS): the minimum error of k random models, k = 1, 2, 4, ...
+
+    Computed exactly from each run's sorted errors (k draws with replacement): the mean, the standard
+    deviation and the 25% / 75% quantiles of the minimum. Diverged models count at chance error.
+
+    Example: dsd search-efficiency runs/xa runs/regnetx --plot
+    """
+    from dsd import search
+
+    paths, frame = _load(runs)
+    table = search.search_efficiency(frame)
+    if plot or out:
+        from dsd.plots import search_figure
+
+        _save(search_figure(table), figure_path(out, paths[0], "search_efficiency"))
+    if json_out:
+        emit_json({"search_efficiency": _records(table)})
+        return
+    say(f"{'run':12} {'k':>6} {'mean':>7} {'std':>6} {'q25':>7} {'q75':>7}")
+    for r in table.itertuples():
+        say(f"{r.run:12} {r.k:>6} {r.mean:>7.2f} {r.std:>6.2f} {r.q25:>7.2f} {r.q75:>7.2f}")
+
+
+@app.command()
+def report(
+    runs: Optional[List[Path]] = RUNS_ARG,
+    out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default: FIRST_RUN/report.html)."),
+    samples: int = typer.Option(10_000, help="Bootstrap repetitions for the trends."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap draws."),
+    bins: int = typer.Option(10, help="Number of flops bins of the normalized EDF."),
+):
+    """One self-contained HTML page (figures embedded, no network needed) with the summary table, EDFs
+    (plain and flops-normalized), trends, fits, search efficiency, best and worst models, training
+    curves and the run settings. Prints the file's path.
+
+    Example: dsd report runs/xa runs/xe runs/regnetx --out study.html
+    """
+    from dsd.errors import BadInput
+    from dsd.report import write_report
+
+    if out is not None and out.suffix.lower() not in (".html", ".htm"):
+        raise BadInput(f"--out {out}: the report is an .html file")
+    paths, frame = _load(runs)
+    path = write_report(frame, out or paths[0] / "report.html", samples=samples, seed=seed, bins=bins)
+    say(f"report: {path}")
+    print(path)
+
+
+@app.command()
+def export(
+    runs: Optional[List[Path]] = RUNS_ARG,
+    out: Path = typer.Option(..., "--out", help="Output file: .parquet (list columns kept) or .csv (lists as JSON)."),
+):
+    """Models joined with their results, one row per model (status "untrained" where there is none),
+    with a `run` column and `err` (the error the statistics use: chance level for diverged models).
+
+    Example: dsd export runs/xa runs/xb --out all.parquet
+    """
+    from dsd.load import export as export_frame
+
+    _, frame = _load(runs)
+    say(f"{len(frame)} models -> {export_frame(frame, out)}")

@@ -1,0 +1,145 @@
+"""One self-contained HTML page with every analysis of a set of runs.
+
+Figures are PNGs embedded as base64 data URIs and the style is inline, so the file opens in any
+browser with no server and no network, can be mailed, and stays valid after the runs move.
+"""
+from __future__ import annotations
+
+import base64
+import html
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from dsd import plots, store
+from dsd.bootstrap import model_statistics, trends
+from dsd.edf import edf_curves, edf_table
+from dsd.fit import fit_runs
+from dsd.load import run_meta, run_names, run_path, scored, top_error
+from dsd.search import search_efficiency
+
+TRAINING_SETTINGS = ("dataset", "epochs", "batch_size", "lr", "wd", "device")
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .9em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; display: block; margin: .8em 0; }
+pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .85em; }
+p.note { color: #555; font-size: .9em; }
+"""
+
+
+def _img(fig, alt: str) -> str:
+    data = base64.b64encode(plots.png_bytes(fig)).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(frame: pd.DataFrame, table_id: str) -> str:
+    return frame.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}", border=0,
+                         table_id=table_id, escape=True)
+
+
+def _section(title: str, *parts: str) -> str:
+    return f"<h2>{html.escape(title)}</h2>\n" + "\n".join(parts)
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def _edf_section(frame: pd.DataFrame, bins: int) -> str:
+    xmax = top_error(frame)
+    parts = [_img(plots.edf_figure(edf_curves(frame), edf_table(frame), xmax=xmax), "error EDF")]
+    models = scored(frame)
+    if models["flops"].nunique() > 1:
+        table = edf_table(frame, "flops", bins)
+        parts.append(_img(plots.edf_figure(edf_curves(frame, "flops", bins), table, "flops", xmax),
+                          "flops-normalized error EDF"))
+        parts.append(_note(f"Normalized EDF: {bins} equal flops bins shared by all runs; each bin weighs "
+                           f"the same. KS against the first run on the weighted EDFs:"))
+        parts.append(_table(table[["run", "n", "min", "mean", "median", "ks_d", "ks_p"]], "edf-normalized"))
+    return _section("Error distributions (EDF)", *parts)
+
+
+def _trends_section(frame: pd.DataFrame, samples: int, seed: int) -> str:
+    table = trends(frame, samples=samples, seed=seed)
+    models = scored(frame)
+    parts = [_note(f"Empirical bootstrap: {samples} draws of 25% of the models with replacement; the "
+                   f"best model's value per draw; shaded: 95% interval, line: median."),
+             _img(plots.trends_figure(models, model_statistics(models), table), "trends")]
+    if len(run_names(frame)) > 1:
+        flops = models.groupby("run")["flops"].median().to_dict()
+        parts.append(_img(plots.trends_across_runs_figure(table, flops), "trends across runs"))
+    parts.append(_table(table, "trends"))
+    return _section("Design trends (bootstrap of the best value)", *parts)
+
+
+def _fit_section(frame: pd.DataFrame, fits: pd.DataFrame) -> str:
+    pop = fits[fits["scope"] == "population"][["run", "depth", "w0", "wa", "wm", "e_fit", "linear_w0",
+                                                "linear_wa"]]
+    mean_fit = fits[fits["scope"] == "model"].groupby("run", sort=False)["e_fit"].agg(["mean", "median"])
+    summary = pop.merge(mean_fit.add_prefix("e_fit_").reset_index(), on="run", how="left")
+    return _section("Quantized linear fits of the top 20 models",
+                    _img(plots.fit_figure(frame, fits), "quantized linear fits"),
+                    _note("Population: one rule for the pooled blocks of the top models, and the least-"
+                          "squares line w_j = linear_w0 + linear_wa * j."),
+                    _table(summary, "fits"))
+
+
+def _search_section(frame: pd.DataFrame) -> str:
+    table = search_efficiency(frame)
+    return _section("Random search efficiency",
+                    _img(plots.search_figure(table), "random search efficiency"),
+                    _note("Expected minimum error of k models drawn at random (exact, from the sorted "
+                          "errors); shaded: 25%-75% quantiles."),
+                    _table(table, "search"))
+
+
+def _models_section(frame: pd.DataFrame, count: int = 4) -> str:
+    models = scored(frame).sort_values(["err", "model_id"])
+    best = models.groupby("run", sort=False).head(count)
+    worst = models[models["status"] == "done"].groupby("run", sort=False).tail(count)
+    parts = [_img(plots.models_figure(best, "best models: per-block widths"), "best models"),
+             _img(plots.models_figure(worst, "worst trained models: per-block widths"), "worst models")]
+    curves = best[best["error_curve"].map(lambda c: c is not None and len(c) > 0)]
+    if len(curves):
+        parts.append(_img(plots.curves_figure(curves.groupby("run", sort=False).head(3)), "training curves"))
+    return _section("Best and worst models", *parts)
+
+
+def _settings_section(frame: pd.DataFrame) -> str:
+    parts = []
+    for name in run_names(frame):
+        part = frame[frame["run"] == name]
+        trained = {c: sorted(map(str, part[c].dropna().unique())) for c in TRAINING_SETTINGS if c in part}
+        parts.append(f"<h3>{html.escape(name)} <small>({html.escape(run_path(frame, name))})</small></h3>")
+        parts.append("<pre>" + html.escape(yaml.safe_dump(run_meta(frame, name), sort_keys=False)) + "</pre>")
+        parts.append("<pre>" + html.escape(yaml.safe_dump({"training": trained}, sort_keys=False)) + "</pre>")
+    return _section("Run settings", *parts)
+
+
+def build_report(frame: pd.DataFrame, samples: int = 10_000, seed: int = 0, bins: int = 10) -> str:
+    """The HTML text of the report for the runs in frame (each must have trained models)."""
+    summary = edf_table(frame)
+    fits = fit_runs(frame, top=20)
+    names = ", ".join(run_names(frame))
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = [f"<h1>dsd report: {html.escape(names)}</h1>",
+            _note(f"Generated {when}. Errors are top-1 % on the evaluation set; diverged models count "
+                  f"at chance-level error; failed and untrained models are left out."),
+            _section("Summary", _table(summary, "summary")),
+            _edf_section(frame, bins), _trends_section(frame, samples, seed), _fit_section(frame, fits),
+            _search_section(frame), _models_section(frame), _settings_section(frame)]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>dsd report: {html.escape(names)}</title><style>{STYLE}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_report(frame: pd.DataFrame, out: Path, **options) -> Path:
+    text = build_report(frame, **options)
+    store.write_atomic(Path(out), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return Path(out)
