@@ -76,11 +76,18 @@ def edf_figure(curves: dict, table: pd.DataFrame, normalize: str | None = None, 
     return fig
 
 
-def _maybe_log(ax, values, axis="x") -> None:
+def _maybe_log(ax, values, name: str = "") -> None:
+    """Log x for positive statistics spanning a wide range (widths, flops, ...), plain tick labels;
+    depths stay linear, since their steps of one block matter."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
-    if len(v) and v.min() > 0 and v.max() / v.min() >= LOG_SCALE_MIN_RATIO:
-        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    if name.startswith("d") or not len(v) or v.min() <= 0 or v.max() / v.min() < LOG_SCALE_MIN_RATIO:
+        return
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def trends_figure(models: pd.DataFrame, stats: pd.DataFrame, table: pd.DataFrame, cols: int = 5):
@@ -103,7 +110,7 @@ def trends_figure(models: pd.DataFrame, stats: pd.DataFrame, table: pd.DataFrame
                 r = row.iloc[0]
                 ax.axvspan(r["lo"], r["hi"], color=color, alpha=0.18, lw=0)
                 ax.axvline(r["median"], color=color, lw=1.4)
-        _maybe_log(ax, stats[name])
+        _maybe_log(ax, stats[name], name)
         ax.set_ylim(bottom - pad, top + pad)
         ax.set_xlabel(name)
         ax.set_ylabel("error (%)")
