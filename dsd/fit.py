@@ -125,7 +125,8 @@ def fit_runs(frame: pd.DataFrame, top: int | None = 20, population_top: int = 20
         if len(best):
             rows.append({"run": run, "scope": "population", "depth": int(best["depth"].max()),
                          "error": float(best["err"].mean()), **population_fit(best, coarse)})
-    return pd.DataFrame(rows, columns=["run", *FITS_SCHEMA.names])
+    fits = pd.DataFrame(rows, columns=["run", *FITS_SCHEMA.names])
+    return fits.astype({"model_id": "Int64", "rank": "Int64", "depth": "int64"})
 
 
 def population_fit(models: pd.DataFrame, coarse: Coarse) -> dict:

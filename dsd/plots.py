@@ -79,15 +79,21 @@ def edf_figure(curves: dict, table: pd.DataFrame, normalize: str | None = None, 
 def _maybe_log(ax, values, name: str = "") -> None:
     """Log x for positive statistics spanning a wide range (widths, flops, ...), plain tick labels;
     depths stay linear, since their steps of one block matter."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if name.startswith("d") or not len(v) or v.min() <= 0 or v.max() / v.min() < LOG_SCALE_MIN_RATIO:
         return
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _plain_log(ax, "x")
+
+
+def _plain_log(ax, which: str) -> None:
+    """Log scale on axis "x" or "y" with tick labels 10, 100, 1000 instead of powers."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def trends_figure(models: pd.DataFrame, stats: pd.DataFrame, table: pd.DataFrame, cols: int = 5):
@@ -161,7 +167,7 @@ def draw_widths(ax, depths, widths, title: str, fit: dict | None = None) -> None
                 label=f"fit e_fit={fit['e_fit']:.3f}")
         ax.plot(j, fit["w0"] + fit["wa"] * j, lw=0.8, ls=":", color="tab:red")
         ax.legend(fontsize=7, loc="upper left")
-    ax.set_yscale("log")
+    _plain_log(ax, "y")
     ax.set_xlabel("block index j")
     ax.set_ylabel("width")
     ax.set_title(title, fontsize=9)
@@ -186,10 +192,10 @@ def fit_figure(models: pd.DataFrame, fits: pd.DataFrame, best: int = 3):
                 ax.plot(block_widths(rec.depths, rec.widths), color="0.6", lw=0.8)
             j = np.arange(int(p["depth"]))
             ax.plot(j, p["linear_w0"] + p["linear_wa"] * j, color="tab:blue", lw=1.5,
-                    label=f"w_j={p['linear_w0']:.0f}+{p['linear_wa']:.1f}j")
+                    label=f"w_j={p['linear_w0']:.0f}{p['linear_wa']:+.1f}j")
             ax.step(j, quantized_linear_widths(len(j), p["w0"], p["wa"], p["wm"]), where="mid",
                     color="tab:red", ls="--", lw=1.4, label=f"quantized, e_fit={p['e_fit']:.3f}")
-            ax.set_yscale("log")
+            _plain_log(ax, "y")
             ax.legend(fontsize=7, loc="upper left")
         ax.set_title(f"{run}: top models, population fit", fontsize=9)
         ax.set_xlabel("block index j")

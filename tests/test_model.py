@@ -78,3 +78,22 @@ def test_torchvision_regnets_have_our_parameter_counts(builder, d, w0, wa, wm, g
     spec = make_spec(depths, widths, [1] * 4, [g] * 4, [2] * 4, block="Y" if se else "X", se_ratio=se)
     theirs = n_params(getattr(torchvision.models, builder)())
     assert complexity(spec)["params"] == theirs
+
+
+@pytest.mark.parametrize("builder,d,w0,wa,wm,g,se,ours,theirs", [
+    ("regnet_x_400mf", 22, 24, 24.48, 2.54, 16, 0, [32, 64, 160, 384], [32, 64, 160, 400]),
+    ("regnet_y_800mf", 14, 56, 38.84, 2.4, 16, 0.25, [64, 128, 320, 768], [64, 144, 320, 784]),
+    ("regnet_y_8gf", 17, 192, 76.82, 2.19, 56, 0.25, [168, 448, 896, 2016], [224, 448, 896, 2016]),
+])
+def test_torchvision_rounds_these_three_differently(builder, d, w0, wa, wm, g, se, ours, theirs):
+    """What the README says about x_400mf, y_800mf and y_8gf: only the compatibility rounding differs."""
+    import torchvision
+
+    depths, widths = regnet_stages(d, w0, wa, wm)
+    spec = make_spec(depths, widths, [1] * 4, [g] * 4, [2] * 4, block="Y" if se else "X", se_ratio=se)
+    model = getattr(torchvision.models, builder)()
+    tv_widths = [stage[0].f.c[0].out_channels for stage in model.trunk_output]
+    assert list(spec.widths) == ours and tv_widths == theirs
+    # with torchvision's widths our count is exact again
+    same = make_spec(depths, theirs, [1] * 4, [g] * 4, [2] * 4, block=spec.block, se_ratio=se)
+    assert complexity(same)["params"] == n_params(model)

@@ -32,7 +32,9 @@ def _save(fig, path: Path) -> None:
 
 
 def _num(v, fmt: str = ".1f") -> str:
-    return "-" if v is None or v != v else format(v, fmt)
+    import pandas as pd
+
+    return "-" if pd.isna(v) else format(v, fmt)
 
 
 def _records(frame) -> list[dict]:
@@ -156,12 +158,11 @@ def fit_linear(
     say(f"{'run':12} {'scope':10} {'id':>5} {'rank':>4} {'d':>3} {'error':>6} {'w0':>6} {'wa':>7} "
         f"{'wm':>5} {'e_fit':>6}")
     for r in fits.itertuples():
-        model = "-" if r.model_id != r.model_id or r.model_id is None else int(r.model_id)
-        rank = "-" if r.rank != r.rank or r.rank is None else int(r.rank)
-        say(f"{r.run:12} {r.scope:10} {model:>5} {rank:>4} {r.depth:>3} {_num(r.error):>6} {r.w0:>6.0f} "
+        say(f"{r.run:12} {r.scope:10} {_num(r.model_id, 'd'):>5} {_num(r.rank, 'd'):>4} {r.depth:>3} {_num(r.error):>6} {r.w0:>6.0f} "
             f"{r.wa:>7.2f} {r.wm:>5.2f} {r.e_fit:>6.3f}")
     for r in fits[fits["scope"] == "population"].itertuples():
-        say(f"{r.run}: top models follow w_j = {r.linear_w0:.1f} + {r.linear_wa:.1f} j "
+        sign = "+" if r.linear_wa >= 0 else "-"
+        say(f"{r.run}: top models follow w_j = {r.linear_w0:.1f} {sign} {abs(r.linear_wa):.1f} j "
             f"(quantized: w0={r.w0:.0f} wa={r.wa:.1f} wm={r.wm:.2f}, e_fit {r.e_fit:.3f})")
 
 
