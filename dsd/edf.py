@@ -58,14 +58,15 @@ def normalized_weights(values, edges) -> np.ndarray:
 
 
 def weighted_ks(e1, w1, e2, w2) -> tuple[float, float]:
-    """Two-sample KS for weighted EDFs: D = max |F1 - F2|; p from the asymptotic Kolmogorov distribution
-    at the Kish effective sample sizes n_eff = (sum w)^2 / sum w^2 of the two samples."""
+    """Two-sample KS for weighted EDFs: D = max |F1 - F2|; p as scipy's asymptotic two-sample p-value
+    (the Kolmogorov distribution at n1 n2 / (n1 + n2)), with the Kish effective sample sizes
+    n_eff = (sum w)^2 / sum w^2 for n1 and n2. Equal weights give ks_2samp(method="asymp")."""
     grid = np.unique(np.concatenate([e1, e2]))
     at = np.concatenate([grid, [np.inf]])
     d = float(np.max(np.abs(edf(e1, at, w1) - edf(e2, at, w2))))
     n1 = np.sum(w1) ** 2 / np.sum(np.square(w1))
     n2 = np.sum(w2) ** 2 / np.sum(np.square(w2))
-    p = float(stats.kstwobign.sf(d * np.sqrt(n1 * n2 / (n1 + n2))))
+    p = float(stats.kstwo.sf(d, max(1, round(n1 * n2 / (n1 + n2)))))
     return d, p
 
 

@@ -87,12 +87,12 @@ def _maybe_log(ax, values, name: str = "") -> None:
 
 
 def _plain_log(ax, which: str) -> None:
-    """Log scale on axis "x" or "y" with tick labels 10, 100, 1000 instead of powers."""
+    """Log scale on axis "x" or "y" with tick labels 10, 100, 1k instead of powers of ten."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     getattr(ax, f"set_{which}scale")("log")
     axis = getattr(ax, f"{which}axis")
-    axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    axis.set_major_formatter(FuncFormatter(lambda x, _: _si(x)))
     axis.set_minor_formatter(NullFormatter())
 
 
@@ -128,6 +128,14 @@ def trends_figure(models: pd.DataFrame, stats: pd.DataFrame, table: pd.DataFrame
         axes.ravel()[0].legend(fontsize=7, markerscale=2)
     _hide_unused(axes, len(names))
     return fig
+
+
+def _si(x: float) -> str:
+    """1500 -> 1.5k, 4e8 -> 400M: short tick labels for counts."""
+    for unit, f in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= f:
+            return f"{x / f:g}{unit}"
+    return f"{x:g}"
 
 
 def _fmt(v: float) -> str:

@@ -18,7 +18,7 @@ from dsd.regimes import Regime
 from dsd.spaces import Param, Space
 from dsd.spec import ModelSpec
 
-FIRST_BATCH = 64
+FIRST_BATCH = 256
 MAX_BATCH = 16384
 MAX_DRAWS_PER_MODEL = 2_000_000
 
@@ -131,13 +131,17 @@ class Sampler:
         if self.net.block in ("X", "Y"):
             widths, groups = compatible_widths(widths, b, groups)
         n = self.net
+        valid = np.flatnonzero((depths > 0).all(axis=1))  # RegNet draws with the wrong stage count: skip
         c = cx.network(stem_kind=n.stem, stem_width=n.stem_width, block_kind=n.block, se_ratio=n.se_ratio,
                        in_channels=n.in_channels, num_classes=n.num_classes, resolution=n.resolution,
-                       depths=depths.T, widths=widths.T, bottleneck_ratios=b.T, group_widths=groups.T,
-                       strides=n.strides)
-        stats = {"flops": c.flops, "params": c.params, "acts": c.acts}
-        ok = (depths > 0).all(axis=1)
-        for name in stats:
+                       depths=depths[valid].T, widths=widths[valid].T, bottleneck_ratios=b[valid].T,
+                       group_widths=groups[valid].T, strides=n.strides)
+        ok = np.zeros(batch, bool)
+        ok[valid] = True
+        stats = {}
+        for name, counts in (("flops", c.flops), ("params", c.params), ("acts", c.acts)):
+            stats[name] = np.zeros(batch, np.int64)
+            stats[name][valid] = counts
             ok &= in_band(stats[name], getattr(self.regime, name))
         v.update(depth=depths, width=widths, group_width=groups, bottleneck_ratio=b)
         return v, ok, stats

@@ -86,3 +86,25 @@ def write_run(folder: Path, rows: list[dict], name: str | None = None, errors=No
             "message": "" if finished else f"{status} on purpose", "versions": "test", "host": "test",
             "time": "2026-01-01T00:00:00"})
     return folder
+
+
+def dsd(*args) -> tuple[int, str, str]:
+    """Run the dsd command line in this process: (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+    import sys
+
+    from dsd.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["dsd", *map(str, args)]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+    return code, out.getvalue(), err.getvalue()

@@ -47,8 +47,8 @@ def edf(
     normalize: Optional[str] = typer.Option(
         None, help="flops | params | acts: the complexity-normalized EDF of NDS (equal-width bins over the "
                    "range of all runs; each occupied bin weighs the same). Then mean and median are "
-                   "weighted, D is the largest distance between the weighted EDFs and p is the asymptotic "
-                   "Kolmogorov p-value at the Kish effective sample sizes (sum w)^2 / sum w^2."),
+                   "weighted, D is the largest distance between the weighted EDFs, and p is scipy's asymptotic "
+                   "two-sample KS p-value taken at the Kish effective sample sizes (sum w)^2 / sum w^2."),
     bins: int = typer.Option(10, help="Number of complexity bins for --normalize."),
     plot: bool = PLOT, out: Optional[Path] = OUT, json_out: bool = JSON,
 ):
