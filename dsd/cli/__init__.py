@@ -66,19 +66,26 @@ def figure_path(out: Path | None, default_dir: Path, default_name: str) -> Path:
 
 def main() -> None:
     """Entry point: run the app with dsd's error policy."""
-    import click
+    # register the commands, in pipeline order (the order `dsd --help` lists them)
+    from dsd.cli import design  # noqa: F401
+    from dsd.cli import training  # noqa: F401
+    from dsd.cli import analysis  # noqa: F401
 
-    from dsd.cli import analysis, design, training  # noqa: F401  (register the commands)
+    if len(sys.argv) == 1:
+        sys.argv.append("--help")
+
+    # typer may vendor its own click: take UsageError from typer's BadParameter, whichever click it is
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
     try:
         code = app(standalone_mode=False)
     except BadInput as e:
         say(f"error: {e}")
         sys.exit(2)
-    except click.exceptions.UsageError as e:
+    except usage_error as e:
         say(f"error: {e.format_message()}")
         sys.exit(2)
-    except click.exceptions.Abort:
+    except typer.Abort:
         say("aborted")
         sys.exit(130)
     except KeyboardInterrupt:

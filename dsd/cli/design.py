@@ -30,7 +30,10 @@ def _band(lo, hi) -> str:
 def spaces(json_out: bool = typer.Option(False, "--json", help="Print JSON only.")):
     """List the built-in design spaces and regimes.
 
-    Example: dsd spaces
+    \b
+    Examples:
+      dsd spaces
+      dsd spaces --json
     """
     from dsd.regimes import REGIMES
     from dsd.spaces import builtin_names, load_space
@@ -83,6 +86,7 @@ def sample(
 ):
     """Sample N models from a design space under a complexity band (rejection sampling).
 
+    \b
     Examples:
       dsd sample --space AnyNetXC --n 500                  # -> runs/xc, 360M..400M flops at 224 px
       dsd sample --space RegNetX --regime cifar --n 100
@@ -159,6 +163,7 @@ def describe(
 ):
     """Show one model's stages and complexity (flops, params, acts), counted analytically.
 
+    \b
     Examples:
       dsd describe --depth 13 --w0 24 --wa 36.44 --wm 2.49 --group-width 8      # RegNetX-200MF
       dsd describe --depths 9,9,9 --widths 16,32,64 --block R --stem cifar --stem-width 16 \\
