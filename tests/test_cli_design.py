@@ -140,3 +140,19 @@ def test_sampling_commands_do_not_import_torch(tmp_path):
             f"'--n', '3', '--out', {str(tmp_path / 'x')!r}]\ntry:\n    main()\nexcept SystemExit: pass\n"
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["sample"], "Missing option '--space'"),
+    (["sample", "--space", "AnyNetXA", "--n", "many"], "Invalid value for '--n'"),
+    (["no-such-command"], "No such command"),
+])
+def test_usage_errors_are_one_line_with_exit_2(args, expected):
+    proc = dsd(*args)
+    assert proc.returncode == 2 and expected in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bare_dsd_prints_help():
+    proc = dsd()
+    assert proc.returncode == 0 and "sample" in proc.stdout and "report" in proc.stdout
