@@ -49,7 +49,10 @@ def model_statistics(frame: pd.DataFrame) -> pd.DataFrame:
 def pick_stats(stats: pd.DataFrame, wanted: list[str] | None) -> list[str]:
     """The requested statistics (BadInput naming unknown ones), or by default every one that varies."""
     if not wanted:
-        return [c for c in stats.columns if stats[c].nunique() > 1]
+        varying = [c for c in stats.columns if stats[c].nunique() > 1]
+        if not varying:
+            raise BadInput("no statistic varies across the trained models (too few trained yet?)")
+        return varying
     wanted = [ALIASES.get(s, s) for s in wanted]
     unknown = [s for s in wanted if s not in stats.columns]
     if unknown:

@@ -80,7 +80,7 @@ def run_weights(frame: pd.DataFrame, normalize: str | None, bins: int) -> np.nda
     values = frame[normalize].to_numpy(dtype=float)
     edges = bin_edges(values, bins)
     weights = np.empty(len(frame))
-    for name, rows in frame.groupby("run", sort=False).indices.items():
+    for rows in frame.groupby("run", sort=False).indices.values():
         weights[rows] = normalized_weights(values[rows], edges)
     return weights
 

@@ -130,6 +130,8 @@ def fit_runs(frame: pd.DataFrame, top: int | None = 20, population_top: int = 20
 
 
 def population_fit(models: pd.DataFrame, coarse: Coarse) -> dict:
+    """One quantized linear rule for the pooled blocks of several models (block j of every model is
+    compared with w_j of the same rule), and the least-squares line through the same points."""
     blocks = [block_widths(d, w) for d, w in zip(models["depths"], models["widths"])]
     j = np.concatenate([np.arange(len(b)) for b in blocks])
     w = np.concatenate(blocks)

@@ -39,7 +39,9 @@ def load_run(run: Path) -> pd.DataFrame:
     if models.empty:
         raise BadInput(f"{run}: the run has no models (sample some with `dsd sample`)")
     results = store.read_results(run).to_pandas().drop_duplicates("model_id", keep="last")
-    frame = models.merge(results, on="model_id", how="left", validate="one_to_one")
+    if models["model_id"].duplicated().any():
+        raise BadInput(f"{run / store.MODELS_FILE}: duplicate model ids")
+    frame = models.merge(results, on="model_id", how="left")
     frame["status"] = frame["status"].fillna(UNTRAINED)
     diverged = (frame["status"] == "diverged").to_numpy()
     done = (frame["status"] == "done").to_numpy()

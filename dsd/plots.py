@@ -69,7 +69,8 @@ def edf_figure(curves: dict, table: pd.DataFrame, normalize: str | None = None, 
     ax.set_ylim(0, 1.0)
     if xmax is not None:
         lo = min(x[0] for x, _ in curves.values())
-        ax.set_xlim(lo - 0.03 * (xmax - lo), xmax + 0.03 * (xmax - lo))
+        pad = 0.03 * (xmax - lo) or 1.0
+        ax.set_xlim(lo - pad, xmax + pad)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=9)
     ax.set_title("error EDF" + (f", {normalize}-normalized" if normalize else ""))
@@ -87,11 +88,12 @@ def _maybe_log(ax, values, name: str = "") -> None:
 
 
 def _plain_log(ax, which: str) -> None:
-    """Log scale on axis "x" or "y" with tick labels 10, 100, 1k instead of powers of ten."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    """Log scale on axis "x" or "y" with ticks at 1, 2, 5 x 10^k labeled 10, 20, 50, 1k (not powers)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     getattr(ax, f"set_{which}scale")("log")
     axis = getattr(ax, f"{which}axis")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda x, _: _si(x)))
     axis.set_minor_formatter(NullFormatter())
 
@@ -261,6 +263,9 @@ def curves_figure(models: pd.DataFrame):
         curve = np.asarray(rec.error_curve if rec.error_curve is not None else [], dtype=float)
         ax.plot(np.arange(1, len(curve) + 1), curve, "o-", ms=3, lw=1.2,
                 label=f"{rec.run} id {rec.model_id} ({rec.err:.1f}%)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("error (%)")
     ax.set_title("training curves of the best models")

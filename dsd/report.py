@@ -16,6 +16,7 @@ import yaml
 from dsd import plots, store
 from dsd.bootstrap import model_statistics, trends
 from dsd.edf import edf_curves, edf_table
+from dsd.errors import BadInput
 from dsd.fit import fit_runs
 from dsd.load import run_meta, run_names, run_path, scored, top_error
 from dsd.search import search_efficiency
@@ -66,7 +67,11 @@ def _edf_section(frame: pd.DataFrame, bins: int) -> str:
 
 
 def _trends_section(frame: pd.DataFrame, samples: int, seed: int) -> str:
-    table = trends(frame, samples=samples, seed=seed)
+    title = "Design trends (bootstrap of the best value)"
+    try:
+        table = trends(frame, samples=samples, seed=seed)
+    except BadInput as e:  # e.g. a single trained model: the rest of the report still says something
+        return _section(title, _note(f"No trends: {e}."))
     models = scored(frame)
     parts = [_note(f"Empirical bootstrap: {samples} draws of 25% of the models with replacement; the "
                    f"best model's value per draw; shaded: 95% interval, line: median."),
@@ -75,7 +80,7 @@ def _trends_section(frame: pd.DataFrame, samples: int, seed: int) -> str:
         flops = models.groupby("run")["flops"].median().to_dict()
         parts.append(_img(plots.trends_across_runs_figure(table, flops), "trends across runs"))
     parts.append(_table(table, "trends"))
-    return _section("Design trends (bootstrap of the best value)", *parts)
+    return _section(title, *parts)
 
 
 def _fit_section(frame: pd.DataFrame, fits: pd.DataFrame) -> str:
@@ -100,7 +105,8 @@ def _search_section(frame: pd.DataFrame) -> str:
 
 
 def _models_section(frame: pd.DataFrame, count: int = 4) -> str:
-    models = scored(frame).sort_values(["err", "model_id"])
+    order = {name: i for i, name in enumerate(run_names(frame))}
+    models = scored(frame).assign(order=lambda m: m["run"].map(order)).sort_values(["order", "err", "model_id"])
     best = models.groupby("run", sort=False).head(count)
     worst = models[models["status"] == "done"].groupby("run", sort=False).tail(count)
     parts = [_img(plots.models_figure(best, "best models: per-block widths"), "best models"),
@@ -115,11 +121,18 @@ def _settings_section(frame: pd.DataFrame) -> str:
     parts = []
     for name in run_names(frame):
         part = frame[frame["run"] == name]
-        trained = {c: sorted(map(str, part[c].dropna().unique())) for c in TRAINING_SETTINGS if c in part}
+        trained = {c: _plain_values(part[c]) for c in TRAINING_SETTINGS if c in part}
         parts.append(f"<h3>{html.escape(name)} <small>({html.escape(run_path(frame, name))})</small></h3>")
         parts.append("<pre>" + html.escape(yaml.safe_dump(run_meta(frame, name), sort_keys=False)) + "</pre>")
         parts.append("<pre>" + html.escape(yaml.safe_dump({"training": trained}, sort_keys=False)) + "</pre>")
     return _section("Run settings", *parts)
+
+
+def _plain_values(column: pd.Series):
+    """The distinct values of a column as plain Python (3.0 -> 3), one value unwrapped from its list."""
+    values = sorted((int(v) if isinstance(v, float) and v.is_integer() else v
+                     for v in column.dropna().unique().tolist()), key=str)
+    return values[0] if len(values) == 1 else values
 
 
 def build_report(frame: pd.DataFrame, samples: int = 10_000, seed: int = 0, bins: int = 10) -> str:

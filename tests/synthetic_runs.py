@@ -43,7 +43,8 @@ def regnet_rows(n: int, rng: np.random.Generator) -> list[dict]:
     rows = []
     while len(rows) < n:
         d, w0 = int(rng.integers(6, 40)), 8.0 * int(rng.integers(1, 32))
-        wa, wm = float(np.exp(rng.uniform(np.log(8), np.log(256)))), float(np.exp(rng.uniform(np.log(1.5), np.log(3))))
+        wa = float(np.exp(rng.uniform(np.log(8), np.log(256))))
+        wm = float(np.exp(rng.uniform(np.log(1.5), np.log(3))))
         depths, widths = regnet_stages(d, w0, wa, wm)
         if len(depths) == 4:
             rows.append(_row(len(rows), depths, widths, [1] * 4, [8] * 4, w0, wa, wm))

@@ -79,7 +79,8 @@ def test_export_parquet_and_csv(runs, tmp_path):
     assert len(frame) == 2 * ROWS
     assert set(frame["status"]) == {"done", "failed", "diverged", "untrained"}
     assert list(frame.loc[0, "widths"]) == anynet_rows(1, np.random.default_rng(0))[0]["widths"]
-    assert dsd("export", a, "--out", tmp_path / "xa.csv")[0] == 0
+    code, out, _ = dsd("export", a, "--out", tmp_path / "xa.csv", "--json")
+    assert code == 0 and json.loads(out) == {"out": str(tmp_path / "xa.csv"), "models": ROWS}
     csv = pd.read_csv(tmp_path / "xa.csv")
     assert len(csv) == ROWS and json.loads(csv.loc[0, "depths"]) == list(frame.loc[0, "depths"])
 
@@ -126,6 +127,7 @@ def test_bad_runs_exit_2_and_change_nothing(tmp_path, kind, message):
     (("edf", "--normalize", "depth"), "--normalize"), (("edf", "--bins", 0, "--normalize", "flops"), "--bins"),
     (("trends", "--stats", "d9"), "--stats"), (("trends", "--subsample", 2), "--subsample"),
     (("fit-linear", "--top", 0), "--top"), (("edf", "--out", "fig.txt"), "--out"),
+    (("fit-linear", "--out", "fig.txt"), "--out"), (("trends", "--out", "fig.jpg"), "--out"),
     (("report", "--out", "r.pdf"), "--out"), (("export", "--out", "x.json"), "--out")])
 def test_bad_options_exit_2_and_change_nothing(runs, args, message):
     before = _snapshot(runs)
@@ -141,3 +143,15 @@ def test_entry_point_exit_code_and_help(tmp_path):
     for command in ["edf", "trends", "fit-linear", "search-efficiency", "report", "export"]:
         code, out, err = dsd(command, "--help")
         assert code == 0 and "Example: dsd " + command in out
+
+
+def test_single_trained_model(tmp_path):
+    """Too early for trends, but the other commands and the report still answer."""
+    run = write_run(tmp_path / "one", anynet_rows(3, np.random.default_rng(0)),
+                    statuses=["done", "untrained", "failed"])
+    code, _, err = dsd("trends", run)
+    assert code == 2 and "no statistic varies" in err
+    for command in ["edf", "search-efficiency", "fit-linear", "report"]:
+        code, _, err = dsd(command, run)
+        assert code == 0, (command, err)
+    assert "No trends" in (run / "report.html").read_text()

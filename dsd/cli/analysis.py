@@ -12,8 +12,10 @@ import typer
 
 from dsd.cli import app, emit_json, figure_path, resolve_runs, say
 
-RUNS_ARG = typer.Argument(None, help="Run folders (default: every run under ./runs).", show_default=False)
-PLOT = typer.Option(False, "--plot", help="Write the figure (default into the first run folder) and print its path.")
+RUNS_ARG = typer.Argument(None, metavar="RUN", help="Run folders (default: every run under ./runs).",
+                          show_default=False)
+PLOT = typer.Option(False, "--plot",
+                    help="Write the figure (default into the first run folder) and print its path.")
 OUT = typer.Option(None, "--out", help="Figure file (.png, .svg or .pdf); implies --plot.")
 JSON = typer.Option(False, "--json", help="Print JSON only (on stdout).")
 
@@ -35,6 +37,16 @@ def _num(v, fmt: str = ".1f") -> str:
     import pandas as pd
 
     return "-" if pd.isna(v) else format(v, fmt)
+
+
+def _say_table(table, columns: list[tuple[str, str]]) -> None:
+    """An aligned text table on stderr; columns are (column, number format), text columns use "s"."""
+    cells = [[c for c, _ in columns]]
+    cells += [[str(row[c]) if fmt == "s" else _num(row[c], fmt) for c, fmt in columns]
+              for _, row in table.iterrows()]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    for row in cells:
+        say("  ".join(v.ljust(w) if fmt == "s" else v.rjust(w) for v, w, (_, fmt) in zip(row, widths, columns)))
 
 
 def _records(frame) -> list[dict]:
@@ -73,11 +85,9 @@ def edf(
     if json_out:
         emit_json({"normalize": normalize, "bins": bins if normalize else None, "runs": _records(table)})
         return
-    say(f"{'run':12} {'n':>6} {'done':>6} {'diverged':>8} {'failed':>6} {'untrained':>9} {'min':>6} "
-        f"{'mean':>6} {'median':>6} {'KS D':>6} {'KS p':>8}")
-    for r in table.itertuples():
-        say(f"{r.run:12} {r.n:>6} {r.done:>6} {r.diverged:>8} {r.failed:>6} {r.untrained:>9} {r.min:>6.1f} "
-            f"{r.mean:>6.1f} {r.median:>6.1f} {_num(r.ks_d, '.3f'):>6} {_num(r.ks_p, '.2g'):>8}")
+    _say_table(table, [("run", "s"), ("n", "d"), ("done", "d"), ("diverged", "d"), ("failed", "d"),
+                       ("untrained", "d"), ("min", ".1f"), ("mean", ".1f"), ("median", ".1f"), ("ks_d", ".3f"),
+                       ("ks_p", ".2g")])
 
 
 @app.command()
@@ -121,10 +131,8 @@ def trends(
         emit_json({"samples": samples, "subsample": subsample, "level": level, "seed": seed,
                    "trends": _records(table)})
         return
-    say(f"{'run':12} {'stat':8} {'n':>6} {'median':>10} {'interval':>23} {'best model':>10}")
-    for r in table.itertuples():
-        say(f"{r.run:12} {r.stat:8} {r.n:>6} {r.median:>10.4g} {f'[{r.lo:.4g}, {r.hi:.4g}]':>23} "
-            f"{r.best_model:>10.4g}")
+    _say_table(table, [("run", "s"), ("stat", "s"), ("n", "d"), ("lo", ".4g"), ("median", ".4g"), ("hi", ".4g"),
+                       ("best_model", ".4g")])
 
 
 @app.command("fit-linear")
@@ -145,21 +153,19 @@ def fit_linear(
     from dsd.fit import fit_runs, save_fits
 
     paths, frame = _load(runs)
+    figure = figure_path(out, paths[0], "fit_linear") if plot or out else None
     fits = fit_runs(frame, None if all_models else top)
     for path in save_fits(fits, frame):
         say(f"fits: {path}")
-    if plot or out:
+    if figure:
         from dsd.plots import fit_figure
 
-        _save(fit_figure(frame, fits), figure_path(out, paths[0], "fit_linear"))
+        _save(fit_figure(frame, fits), figure)
     if json_out:
         emit_json({"fits": _records(fits)})
         return
-    say(f"{'run':12} {'scope':10} {'id':>5} {'rank':>4} {'d':>3} {'error':>6} {'w0':>6} {'wa':>7} "
-        f"{'wm':>5} {'e_fit':>6}")
-    for r in fits.itertuples():
-        say(f"{r.run:12} {r.scope:10} {_num(r.model_id, 'd'):>5} {_num(r.rank, 'd'):>4} {r.depth:>3} {_num(r.error):>6} {r.w0:>6.0f} "
-            f"{r.wa:>7.2f} {r.wm:>5.2f} {r.e_fit:>6.3f}")
+    _say_table(fits, [("run", "s"), ("scope", "s"), ("model_id", "d"), ("rank", "d"), ("depth", "d"),
+                      ("error", ".1f"), ("w0", ".0f"), ("wa", ".2f"), ("wm", ".2f"), ("e_fit", ".3f")])
     for r in fits[fits["scope"] == "population"].itertuples():
         sign = "+" if r.linear_wa >= 0 else "-"
         say(f"{r.run}: top models follow w_j = {r.linear_w0:.1f} {sign} {abs(r.linear_wa):.1f} j "
@@ -189,9 +195,7 @@ def search_efficiency(
     if json_out:
         emit_json({"search_efficiency": _records(table)})
         return
-    say(f"{'run':12} {'k':>6} {'mean':>7} {'std':>6} {'q25':>7} {'q75':>7}")
-    for r in table.itertuples():
-        say(f"{r.run:12} {r.k:>6} {r.mean:>7.2f} {r.std:>6.2f} {r.q25:>7.2f} {r.q75:>7.2f}")
+    _say_table(table, [("run", "s"), ("k", "d"), ("mean", ".2f"), ("std", ".2f"), ("q25", ".2f"), ("q75", ".2f")])
 
 
 @app.command()
@@ -201,10 +205,11 @@ def report(
     samples: int = typer.Option(10_000, help="Bootstrap repetitions for the trends."),
     seed: int = typer.Option(0, help="Seed of the bootstrap draws."),
     bins: int = typer.Option(10, help="Number of flops bins of the normalized EDF."),
+    json_out: bool = JSON,
 ):
     """One self-contained HTML page (figures embedded, no network needed) with the summary table, EDFs
     (plain and flops-normalized), trends, fits, search efficiency, best and worst models, training
-    curves and the run settings. Prints the file's path.
+    curves and the run settings. Prints the file's path on stdout.
 
     Example: dsd report runs/xa runs/xe runs/regnetx --out study.html
     """
@@ -215,14 +220,18 @@ def report(
         raise BadInput(f"--out {out}: the report is an .html file")
     paths, frame = _load(runs)
     path = write_report(frame, out or paths[0] / "report.html", samples=samples, seed=seed, bins=bins)
-    say(f"report: {path}")
-    print(path)
+    if json_out:
+        emit_json({"report": str(path)})
+    else:
+        print(path)
 
 
 @app.command()
 def export(
     runs: Optional[List[Path]] = RUNS_ARG,
-    out: Path = typer.Option(..., "--out", help="Output file: .parquet (list columns kept) or .csv (lists as JSON)."),
+    out: Path = typer.Option(..., "--out",
+                             help="Output file: .parquet (list columns kept) or .csv (lists as JSON)."),
+    json_out: bool = JSON,
 ):
     """Models joined with their results, one row per model (status "untrained" where there is none),
     with a `run` column and `err` (the error the statistics use: chance level for diverged models).
@@ -232,4 +241,8 @@ def export(
     from dsd.load import export as export_frame
 
     _, frame = _load(runs)
-    say(f"{len(frame)} models -> {export_frame(frame, out)}")
+    path = export_frame(frame, out)
+    if json_out:
+        emit_json({"out": str(path), "models": len(frame)})
+    else:
+        say(f"{len(frame)} models -> {path}")
