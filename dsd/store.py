@@ -94,10 +94,21 @@ def result_path(run: Path, model_id: int) -> Path:
 
 
 def read_results(run: Path) -> pa.Table:
-    """All result rows of a run (an empty table with RESULT_SCHEMA when none are written yet)."""
+    """All result rows of a run (an empty table with RESULT_SCHEMA when none are written yet).
+
+    One pyarrow dataset over the files reads them about twice as fast as a loop; when that fails,
+    the loop finds the corrupt file and names it."""
+    import pyarrow.dataset as ds
+
     files = sorted((require_run(run) / RESULTS_DIR).glob("*.parquet"))
-    tables = [read_table(f, RESULT_SCHEMA).select(RESULT_SCHEMA.names).cast(RESULT_SCHEMA) for f in files]
-    return pa.concat_tables(tables) if tables else RESULT_SCHEMA.empty_table()
+    if not files:
+        return RESULT_SCHEMA.empty_table()
+    try:
+        return ds.dataset([str(f) for f in files], format="parquet", schema=RESULT_SCHEMA).to_table()
+    except (OSError, pa.ArrowException):
+        for f in files:
+            read_table(f, RESULT_SCHEMA)
+        raise
 
 
 def write_atomic(path: Path, write) -> None:
