@@ -88,8 +88,10 @@ def locate(req: DataRequest) -> DataRequest:
         found = _find(req) or _download(req)
         return replace(req, data_dir=str(found), download=False)
     if kind == "imagefolder":
-        root = Path(req.dataset.split(":", 1)[1]).expanduser() if ":" in req.dataset else None
-        if root is None or not (root / "train").is_dir() or _eval_folder(root) is None:
+        if ":" not in req.dataset:
+            raise BadInput("image folders need their path: --dataset imagefolder:PATH (ImageNet's layout)")
+        root = Path(req.dataset.split(":", 1)[1]).expanduser()
+        if not (root / "train").is_dir() or _eval_folder(root) is None:
             raise BadInput(f"--dataset {req.dataset}: expected PATH/train and PATH/val (or PATH/test), each with "
                            f"one folder of images per class (ImageNet's layout)")
         classes = sum(1 for p in (root / "train").iterdir() if p.is_dir())
@@ -247,7 +249,8 @@ def crop_flip(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator)
 def _tensor_data(name: str, train_x, train_y, eval_x, eval_y) -> TensorData:
     """Wrap numpy arrays (N, C, H, W) uint8; mean and std come from a fixed sample of the train split."""
     tx = torch.from_numpy(np.ascontiguousarray(train_x))
-    sample = tx[subset_indices(len(tx), 10000) if len(tx) > 10000 else slice(None)].double()
+    idx = subset_indices(len(tx), 10000)
+    sample = (tx if idx is None else tx[idx]).double()
     pad, flip = AUGMENT.get(name, (0, False))
     return TensorData(name, tx, torch.as_tensor(np.asarray(train_y), dtype=torch.int64),
                       torch.from_numpy(np.ascontiguousarray(eval_x)),
@@ -287,12 +290,12 @@ def _synthetic(req: DataRequest) -> TensorData:
     """Class templates (smooth random patterns) plus pixel noise: small, deterministic and learnable."""
     g = torch.Generator().manual_seed(SUBSET_SEED)
     side, c, k = req.resolution, req.in_channels, req.num_classes
-    coarse = torch.randn(k, c, max(1, side // 4), max(1, side // 4), generator=g)
+    coarse = torch.randn(k, c, 4, 4, generator=g)
     templates = torch.nn.functional.interpolate(coarse, size=(side, side), mode="bilinear", align_corners=False)
 
     def split(n):
         y = torch.randint(0, k, (n,), generator=g)
-        x = 128 + 48 * templates[y] + 40 * torch.randn(n, c, side, side, generator=g)
+        x = 128 + 64 * templates[y] + 24 * torch.randn(n, c, side, side, generator=g)
         return x.clamp(0, 255).to(torch.uint8).numpy(), y.numpy()
 
     n_train = req.train_images or SYNTHETIC_SIZES[0]

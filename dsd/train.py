@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import signal
 import socket
 import time
 from contextlib import nullcontext
@@ -31,7 +32,9 @@ from dsd.model import build_model
 from dsd.regimes import Regime
 from dsd.spec import ModelSpec
 
-FAULTS_ENV = "DSD_FAULTS"  # "3:nan,5:raise": force those models to diverge / fail (tests of the failure paths)
+# "3:nan,5:raise,7:crash": model 3's loss becomes NaN, model 5 raises, model 7 kills its process
+# (tests of the failure paths; never set in normal use)
+FAULTS_ENV = "DSD_FAULTS"
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ def result_row(model_id: int, settings: TrainSettings, device, **fields) -> dict
 
 
 def injected_fault(model_id: int) -> str | None:
-    """The fault $DSD_FAULTS asks for this model: "nan", "raise" or None."""
+    """The fault $DSD_FAULTS asks for this model: "nan", "raise", "crash" or None."""
     for item in os.environ.get(FAULTS_ENV, "").split(","):
         mid, _, kind = item.partition(":")
         if mid.strip() == str(model_id):
@@ -131,6 +134,7 @@ def injected_fault(model_id: int) -> str | None:
     return None
 
 
+@torch.enable_grad()  # whatever the caller's grad mode
 def train_model(spec: ModelSpec, data, settings: TrainSettings, *, model_id: int = 0, device="cpu",
                 on_epoch=None, weights_path: Path | None = None) -> dict:
     """Train a fresh model on data (a dsd.data set already on `device`); return its result row.
@@ -147,6 +151,8 @@ def train_model(spec: ModelSpec, data, settings: TrainSettings, *, model_id: int
     fault = injected_fault(model_id)
     if fault == "raise":
         raise RuntimeError(f"fault injected by ${FAULTS_ENV} into model {model_id}")
+    if fault == "crash":
+        os.kill(os.getpid(), signal.SIGKILL)
 
     torch.manual_seed(seed)
     fmt = torch.channels_last if settings.channels_last else torch.contiguous_format

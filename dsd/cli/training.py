@@ -1,1 +1,120 @@
-"""Training commands (placeholder until issue 3 lands)."""
+"""Training commands: `dsd train` (resumable sweep over every untrained model) and `dsd status`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dsd.cli import app, emit_json, resolve_runs, say
+from dsd.errors import BadInput
+
+RUNS_ARG = typer.Argument(None, metavar="RUN", help="Run folders (default: every run under ./runs).",
+                          show_default=False)
+
+
+def parse_ids(text: Optional[str]) -> Optional[list[int]]:
+    """'0,3,7-9' -> [0, 3, 7, 8, 9]."""
+    if not text:
+        return None
+    ids = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            ids += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise BadInput(f"--ids {text}: expected model ids like 0,3,7-9") from None
+    return ids
+
+
+@app.command()
+def train(
+    runs: Optional[List[Path]] = RUNS_ARG,
+    dataset: Optional[str] = typer.Option(
+        None, help="fashion-mnist | cifar10 | imagefolder:PATH | synthetic (default: the run's regime's)."),
+    data_dir: Optional[str] = typer.Option(None, help="Where the data set is (default: $DSD_DATA_DIR, then the "
+                                                      "usual places; downloaded into ~/.cache/dsd when online)."),
+    download: bool = typer.Option(True, help="Download fashion-mnist / cifar10 with torchvision when not found."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs per model (default: the regime's, 10)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the regime's, 128)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate of the cosine schedule (default: the "
+                                                  "regime's, scaled linearly when only --batch-size is given)."),
+    wd: Optional[float] = typer.Option(None, help="Weight decay (default: the regime's)."),
+    train_images: Optional[int] = typer.Option(None, help="Train on a fixed subset of this many images "
+                                                          "(the same for every model)."),
+    eval_images: Optional[int] = typer.Option(None, help="Evaluate on a fixed subset of this many images."),
+    seed: int = typer.Option(0, help="Training seed; model i trains with a seed made from (seed, i)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N (auto: every GPU, else the CPU)."),
+    models_per_gpu: int = typer.Option(1, help="Models trained at once on each GPU (one process each)."),
+    cpu_workers: int = typer.Option(1, help="Models trained at once on the CPU (the cores are split)."),
+    amp: bool = typer.Option(True, help="bf16 autocast on a GPU."),
+    channels_last: bool = typer.Option(True, help="Channels-last memory format."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile each model (pays off for long runs)."),
+    loader_workers: int = typer.Option(4, help="DataLoader workers per model (imagefolder only)."),
+    save_weights: bool = typer.Option(False, "--save-weights", help="Keep final weights in RUN/weights/ID.pt."),
+    limit: Optional[int] = typer.Option(None, help="Train at most this many models, then stop."),
+    ids: Optional[str] = typer.Option(None, help="Only these model ids, e.g. 0,3,7-9."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Train models whose result is 'failed' again."),
+    backend: str = typer.Option("local", help="local (worker processes) | ray (one Ray task per model)."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join, e.g. auto (default: a local instance)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary only."),
+):
+    """Train every model of the runs that has no result yet; re-running resumes.
+
+    Defaults follow the paper's protocol for the run's regime (SGD momentum 0.9, half-period cosine,
+    10 epochs, lr / weight decay / batch size per data set). Each result is written atomically to
+    RUN/results/ID.parquet; several processes or hosts may train one run at once.
+
+    \b
+    Examples:
+      dsd train runs/xa                                   # every untrained model, on all GPUs or the CPU
+      dsd train runs/xa runs/regnetx --dataset cifar10 --models-per-gpu 4
+      dsd train runs/regnetx --epochs 2 --train-images 5000 --eval-images 2000 --cpu-workers 2
+      dsd train runs/xa --retry-failed --ids 3,7-9
+      dsd train runs/xa --backend ray --ray-address auto
+    """
+    from dsd.scheduler import train_runs
+
+    summary = train_runs(
+        resolve_runs(runs), ids=parse_ids(ids), limit=limit, retry_failed=retry_failed, backend=backend,
+        device=device, models_per_gpu=models_per_gpu, cpu_workers=cpu_workers, ray_address=ray_address,
+        dataset=dataset, data_dir=data_dir, download=download, epochs=epochs, batch_size=batch_size, lr=lr,
+        wd=wd, train_images=train_images, eval_images=eval_images, loader_workers=loader_workers, seed=seed,
+        amp=amp, channels_last=channels_last, compile=compile_model, save_weights=save_weights)
+    if json_out:
+        emit_json(summary)
+    elsewhere = f", {summary['claimed_elsewhere']} left to other processes" if summary["claimed_elsewhere"] else ""
+    say(f"trained {len(summary['trained'])} models in {summary['wall_s']:.1f} s: {summary['done']} done, "
+        f"{summary['failed']} failed, {summary['diverged']} diverged{elsewhere}")
+
+
+@app.command()
+def status(
+    runs: Optional[List[Path]] = RUNS_ARG,
+    json_out: bool = typer.Option(False, "--json", help="Print JSON only (on stdout)."),
+):
+    """Per run: models sampled, done, failed, diverged, running, pending; best and mean error so far.
+
+    \b
+    Examples:
+      dsd status                      # every run under ./runs
+      dsd status runs/xa runs/regnetx --json
+    """
+    from dsd.claims import run_status
+
+    rows = [run_status(r) for r in resolve_runs(runs)]
+    if json_out:
+        emit_json(rows)
+        return
+    cols = ["run", "space", "regime", "sampled", "done", "failed", "diverged", "running", "pending",
+            "best_error", "mean_error"]
+    cells = [cols] + [[_cell(r[c]) for c in cols] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    for row in cells:
+        say("  ".join(v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)

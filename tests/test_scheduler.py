@@ -1,0 +1,253 @@
+"""`dsd train` / `dsd status` as a user runs them: resume, kill -9, two processes, faults, Ray, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dsd import store
+from dsd.claims import claim, claim_path, live_claims, release
+from helpers import dsd
+
+# small and quick: 3 epochs of 16 steps per model on the synthetic set
+FAST = ["--dataset", "synthetic", "--epochs", "3", "--batch-size", "32", "--train-images", "512",
+        "--eval-images", "256"]
+
+
+def result_bytes(run: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((run / store.RESULTS_DIR).glob("*"))}
+
+
+def results(run: Path) -> dict[int, dict]:
+    return {r["model_id"]: r for r in store.read_results(run).to_pylist()}
+
+
+def trained_ids(proc) -> list[int]:
+    assert proc.returncode == 0, proc.stderr
+    return sorted(t["model_id"] for t in json.loads(proc.stdout)["trained"])
+
+
+def descendants(pid: int) -> set[int]:
+    """Pids of every process below pid (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_train_writes_one_valid_row_per_model_and_resumes_to_nothing(tiny_run):
+    run = tiny_run(3)
+    proc = dsd("train", run, *FAST, "--json")
+    assert trained_ids(proc) == [0, 1, 2]
+    assert "[3/3]" in proc.stderr  # plain progress lines when stderr is not a terminal
+    rows = results(run)
+    assert sorted(rows) == [0, 1, 2] and all(r["status"] == "done" for r in rows.values())
+    for r in rows.values():
+        assert len(r["error_curve"]) == 3 and r["error"] == r["error_curve"][-1]
+        assert r["dataset"] == "synthetic" and (r["train_images"], r["eval_images"]) == (512, 256)
+        assert r["batch_size"] == 32 and r["lr"] == pytest.approx(0.1 * 32 / 128) and r["host"] and r["versions"]
+    assert not list((run / store.CLAIMS_DIR).iterdir())
+    before = result_bytes(run)
+    again = dsd("train", run, *FAST, "--json")
+    assert trained_ids(again) == [] and result_bytes(run) == before
+    status = json.loads(dsd("status", run, "--json", check=True).stdout)[0]
+    assert (status["sampled"], status["done"], status["running"], status["pending"]) == (3, 3, 0, 0)
+    assert status["best_error"] == min(r["error"] for r in rows.values())
+    table = dsd("status", run, check=True)
+    assert "best_error" in table.stderr and table.stdout == ""
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_a_short_fashion_mnist_run_matches_an_independent_evaluation_of_its_weights(tiny_run):
+    import torch
+
+    from dsd.data import DataRequest, load, locate
+    from dsd.model import build_model
+    from dsd.spec import spec_from_row
+
+    run = tiny_run(2)
+    proc = dsd("train", run, "--epochs", "3", "--batch-size", "64", "--train-images", "2000",
+               "--eval-images", "500", "--save-weights", "--json")
+    assert trained_ids(proc) == [0, 1]
+    data = load(locate(DataRequest("fashion-mnist", 28, 1, 10, download=False, train_images=2000, eval_images=500)))
+    x = (data.eval_x.float() - data.mean.view(1, -1, 1, 1)) / data.std.view(1, -1, 1, 1)
+    for spec_row in store.read_models(run).to_pylist():
+        row = results(run)[spec_row["model_id"]]
+        assert row["status"] == "done" and row["dataset"] == "fashion-mnist" and row["error"] < 50
+        model = build_model(spec_from_row(spec_row))
+        model.load_state_dict(torch.load(run / "weights" / f"{spec_row['model_id']}.pt"))
+        with torch.no_grad():
+            wrong = (model.eval()(x).argmax(1) != data.eval_y).sum().item()
+        assert row["error"] == pytest.approx(100 * wrong / 500)
+
+
+def test_limit_and_ids_choose_the_models(tiny_run):
+    run = tiny_run(4)
+    assert trained_ids(dsd("train", run, *FAST, "--ids", "1,3", "--json")) == [1, 3]
+    assert trained_ids(dsd("train", run, *FAST, "--limit", "1", "--json")) == [0]
+    status = json.loads(dsd("status", run, "--json").stdout)[0]
+    assert (status["done"], status["pending"]) == (3, 1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds worker processes through /proc")
+def test_kill_9_loses_nothing_and_leaves_no_workers_or_partial_files(tiny_run):
+    run = tiny_run(6)
+    slow = [a if a != "3" else "6" for a in FAST]  # 6 epochs: the kill lands while models train
+    proc = subprocess.Popen([sys.executable, "-m", "dsd", "train", str(run), *slow],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((run / store.RESULTS_DIR).glob("*.parquet")) and time.time() < deadline:
+        time.sleep(0.02)
+    workers = descendants(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = result_bytes(run)
+    assert 1 <= len(finished) < 6, "the kill should land in the middle of the run"
+    assert workers, "dsd train should have started a worker process"
+    deadline = time.time() + 10
+    while any(alive(p) for p in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in workers), "workers outlived their killed parent"
+    assert result_bytes(run) == finished, "a worker wrote after its parent was killed"
+    assert list((run / store.CLAIMS_DIR).iterdir()), "the killed run left its claim behind"
+
+    rerun = dsd("train", run, *slow, "--json")
+    done_before = {int(name.split(".")[0]) for name in finished}
+    assert trained_ids(rerun) == sorted(set(range(6)) - done_before)  # the dead claim was taken over
+    after = result_bytes(run)
+    assert sorted(after) == [f"{i}.parquet" for i in range(6)]  # no temp file in results/
+    assert all(after[name] == data for name, data in finished.items())
+    assert all(r["status"] == "done" for r in results(run).values())
+    assert not list((run / store.CLAIMS_DIR).iterdir())
+
+
+def test_two_processes_on_one_run_train_every_model_once(tiny_run):
+    run = tiny_run(6)
+    cmd = [sys.executable, "-m", "dsd", "train", str(run), *FAST, "--json"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    ids = [sorted(t["model_id"] for t in json.loads(out)["trained"]) for out, _ in outs]
+    assert sorted(ids[0] + ids[1]) == list(range(6)), ids
+    assert sorted(results(run)) == list(range(6))
+
+
+def test_diverged_failed_and_crashed_models_do_not_stop_the_sweep(tiny_run):
+    run = tiny_run(5)
+    env = {**os.environ, "DSD_FAULTS": "1:nan,2:raise,3:crash"}
+    proc = subprocess.run([sys.executable, "-m", "dsd", "train", str(run), *FAST, "--json"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    summary = json.loads(proc.stdout)
+    assert proc.returncode == 0 and (summary["done"], summary["diverged"], summary["failed"]) == (2, 1, 2)
+    rows = results(run)
+    assert [rows[i]["status"] for i in range(5)] == ["done", "diverged", "failed", "failed", "done"]
+    assert "fault injected" in rows[2]["message"] and "RuntimeError" in rows[2]["message"]
+    assert "worker process died" in rows[3]["message"]
+    assert "NaN" in rows[1]["message"] or "nan" in rows[1]["message"]
+    kept = {k: v for k, v in result_bytes(run).items() if k not in ("2.parquet", "3.parquet")}
+
+    retry = dsd("train", run, *FAST, "--retry-failed", "--json")
+    assert trained_ids(retry) == [2, 3]
+    rows = results(run)
+    assert rows[2]["status"] == rows[3]["status"] == "done" and rows[1]["status"] == "diverged"
+    assert all(result_bytes(run)[k] == v for k, v in kept.items())
+
+
+def test_claims_are_exclusive_and_dead_owners_are_taken_over(tmp_path):
+    run = tmp_path
+    assert claim(run, 0) and not claim(run, 0)  # held by a live process (this one)
+    assert live_claims(run) == {0}
+    release(run, 0)
+    assert not claim_path(run, 0).exists() and live_claims(run) == set()
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    for owner, takeable in [({"host": host, "pid": dead.pid, "heartbeat": time.time()}, True),
+                            ({"host": "elsewhere", "pid": 1, "heartbeat": time.time()}, False),
+                            ({"host": "elsewhere", "pid": 1, "heartbeat": time.time() - 3600}, True),
+                            ({"host": host, "pid": os.getpid(), "heartbeat": time.time()}, False)]:
+        claim_path(run, 5).write_text(json.dumps(owner))
+        assert claim(run, 5) is takeable, owner
+        assert json.loads(claim_path(run, 5).read_text())["pid"] == (os.getpid() if takeable else owner["pid"])
+        claim_path(run, 5).unlink()
+    assert not [p for p in (run / store.CLAIMS_DIR).iterdir()]  # no takeover token or temp file left
+
+
+def test_bad_input_exits_2_and_changes_nothing(tiny_run, tmp_path, monkeypatch, capsys):
+    from dsd.cli import main
+
+    run = tiny_run(2)
+    cifar_run = tiny_run(1, regime="cifar", flops=":20M")
+    listing = lambda r: sorted(str(p.relative_to(r)) for p in r.rglob("*"))  # noqa: E731
+    before = {r: listing(r) for r in (run, cifar_run)}
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("DSD_DATA_DIR", str(tmp_path / "empty"))
+    cases = [
+        ([cifar_run, "--dataset", "cifar10", "--no-download"], "cifar-10-python.tar.gz"),
+        ([run, "--dataset", "cifar10"], "1x28x28"),
+        ([run, "--dataset", "mnist"], "unknown dataset"),
+        ([run, "--ids", "7"], "no model with id 7"),
+        ([run, "--ids", "x"], "--ids"),
+        ([run, "--dataset", "synthetic", "--train-images", "10"], "less than one batch"),
+        ([run, "--device", "tpu"], "--device"),
+        ([run, "--backend", "slurm"], "--backend"),
+        ([tmp_path / "nowhere"], "no such run folder"),
+    ]
+    for args, message in cases:
+        monkeypatch.setattr(sys, "argv", ["dsd", "train", *map(str, args)])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2, (args, err)
+        assert message in err and len(err.strip().splitlines()) == 1, (args, err)
+    assert {r: listing(r) for r in (run, cifar_run)} == before
+
+
+def test_ray_backend_finishes_a_run_with_the_same_layout(tiny_run):
+    pytest.importorskip("ray")
+    run = tiny_run(3)
+    proc = dsd("train", run, *FAST, "--backend", "ray", "--json", timeout=300)
+    assert trained_ids(proc) == [0, 1, 2]
+    rows = results(run)
+    assert all(r["status"] == "done" and len(r["error_curve"]) == 3 for r in rows.values())
+    assert sorted(result_bytes(run)) == ["0.parquet", "1.parquet", "2.parquet"]
+    assert not list((run / store.CLAIMS_DIR).iterdir())
+    assert trained_ids(dsd("train", run, *FAST, "--backend", "ray", "--json", timeout=300)) == []
+
+
+@pytest.mark.cuda
+def test_several_models_per_gpu(tiny_run):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    run = tiny_run(4)
+    proc = dsd("train", run, *FAST, "--device", "cuda", "--models-per-gpu", "2", "--json")
+    assert trained_ids(proc) == [0, 1, 2, 3]
+    rows = results(run)
+    assert all(r["status"] == "done" and r["device"].startswith("cuda:") for r in rows.values())
+    assert all(r["error"] < 85 for r in rows.values())

@@ -1,0 +1,209 @@
+"""The trainer and the data sets, in-process: augmentation, subsets, the protocol, seeds, failure paths."""
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from dsd import data as dsd_data
+from dsd import store
+from dsd.data import DataRequest, crop_flip, load, locate, read_idx, subset_indices
+from dsd.errors import BadInput
+from dsd.model import build_model
+from dsd.regimes import get_regime
+from dsd.spec import spec_from_row
+from dsd.train import settings_for, train_model, train_seed
+
+FASHION_INSTALLED = dsd_data.DEBIAN_FASHION.is_dir()
+
+
+def synthetic_settings(**kw):
+    args = {"epochs": 3, "batch_size": 32, "train_images": 512, "eval_images": 256, **kw}
+    return settings_for(get_regime("fashion"), "synthetic", **args)
+
+
+@pytest.fixture(scope="module")
+def specs(tmp_path_factory):
+    from conftest import sample_run
+
+    run = sample_run(tmp_path_factory.mktemp("specs") / "run", n=3)
+    return [spec_from_row(r) for r in store.read_models(run).to_pylist()]
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    torch.set_num_threads(2)
+    return load(locate(synthetic_settings().data))
+
+
+def test_crop_flip_is_a_per_image_shifted_window_of_the_padded_image():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 2, 6, 5), dtype=torch.uint8, generator=g)
+    out = crop_flip(x, 2, True, g)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    shifts, flips = set(), 0
+    for i in range(len(x)):
+        windows = [(dy, dx, f) for dy in range(5) for dx in range(5) for f in (False, True)
+                   if torch.equal(out[i], (lambda w: w.flip(2) if f else w)(padded[i, :, dy:dy + 6, dx:dx + 5]))]
+        assert windows, f"image {i} is not a crop of its padded input"
+        shifts.add(windows[0][:2])
+        flips += windows[0][2]
+    assert len(shifts) > 5 and 10 < flips < 54  # offsets and flips really vary per image
+
+
+def test_crop_flip_without_padding_only_flips():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (32, 1, 4, 4), dtype=torch.uint8, generator=g)
+    out = crop_flip(x, 0, True, g)
+    assert all(torch.equal(o, i) or torch.equal(o, i.flip(2)) for o, i in zip(out, x))
+    assert crop_flip(x, 0, False, g) is x
+
+
+def test_subsets_are_fixed_and_recorded(specs, synthetic):
+    assert torch.equal(subset_indices(1000, 100), subset_indices(1000, 100))
+    assert subset_indices(1000, None) is None and subset_indices(10, 50) is None
+    assert (synthetic.train_size, synthetic.eval_size) == (512, 256)
+    again = load(locate(synthetic_settings().data))
+    assert torch.equal(again.train_x, synthetic.train_x) and torch.equal(again.eval_y, synthetic.eval_y)
+
+
+def test_read_idx_reads_gzipped_idx_files(tmp_path):
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    path = tmp_path / "x-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(b"\0\0\x08\x03" + struct.pack(">3i", 2, 3, 4) + arr.tobytes())
+    assert np.array_equal(read_idx(path), arr)
+    (tmp_path / "bad").write_bytes(b"\1\2\3\4")
+    with pytest.raises(BadInput):
+        read_idx(tmp_path / "bad")
+
+
+def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(dsd_data, "DEBIAN_FASHION", tmp_path / "none")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("DSD_DATA_DIR", raising=False)
+    req = DataRequest("fashion-mnist", 28, 1, 10, data_dir=str(tmp_path), download=False)
+    with pytest.raises(BadInput, match="apt-get install dataset-fashion-mnist"):
+        locate(req)
+
+
+def test_data_that_does_not_fit_the_models_is_refused():
+    with pytest.raises(BadInput, match="1x28x28"):
+        locate(DataRequest("fashion-mnist", 32, 3, 10))
+    with pytest.raises(BadInput, match="unknown dataset"):
+        locate(DataRequest("mnist", 28, 1, 10))
+    with pytest.raises(BadInput, match="imagefolder"):
+        locate(DataRequest("imagefolder:/nonexistent", 224, 3, 1000))
+
+
+def test_settings_follow_the_regime_and_scale_lr_with_batch_size():
+    s = settings_for(get_regime("cifar"))
+    assert (s.epochs, s.batch_size, s.lr, s.wd, s.momentum) == (10, 128, 0.1, 5e-4, 0.9)
+    assert s.data.dataset == "cifar10" and (s.data.in_channels, s.data.resolution) == (3, 32)
+    assert settings_for(get_regime("imagenet")).lr == 0.05
+    assert settings_for(get_regime("cifar"), batch_size=256).lr == pytest.approx(0.2)
+    assert settings_for(get_regime("cifar"), batch_size=256, lr=0.3).lr == 0.3
+    with pytest.raises(BadInput):
+        settings_for(get_regime("cifar"), epochs=0)
+
+
+def independent_error(spec, weights_path, data) -> float:
+    """Top-1 error of saved weights, evaluated with a plain loop written here, not dsd's."""
+    model = build_model(spec)
+    model.load_state_dict(torch.load(weights_path))
+    model.eval()
+    x = (data.eval_x.float() - data.mean.view(1, -1, 1, 1)) / data.std.view(1, -1, 1, 1)
+    with torch.no_grad():
+        pred = torch.cat([model(x[i:i + 100]).argmax(1) for i in range(0, len(x), 100)])
+    return 100.0 * (pred != data.eval_y).double().mean().item()
+
+
+def test_a_result_row_is_complete_and_matches_an_independent_evaluation(specs, synthetic, tmp_path):
+    settings = synthetic_settings()
+    epochs_seen = []
+    row = train_model(specs[0], synthetic, settings, model_id=7, weights_path=tmp_path / "w.pt",
+                      on_epoch=lambda e, err, loss: epochs_seen.append(e))
+    pa.Table.from_pylist([row], schema=store.RESULT_SCHEMA)  # every column has the schema's type
+    assert set(row) == set(store.RESULT_SCHEMA.names)
+    assert row["status"] == "done" and row["epochs"] == 3 and epochs_seen == [1, 2, 3]
+    assert len(row["error_curve"]) == len(row["loss_curve"]) == 3
+    assert row["error"] == row["error_curve"][-1] and row["best_error"] == min(row["error_curve"])
+    assert row["train_seed"] == train_seed(0, 7) and row["train_images"] == 512 and row["eval_images"] == 256
+    assert row["error"] < 85  # learns: chance is 90%
+    assert row["loss_curve"][-1] < row["loss_curve"][0]
+    assert row["images_per_s"] > 0 and row["wall_s"] > 0 and row["device"].startswith("cpu")
+    assert row["error"] == pytest.approx(independent_error(specs[0], tmp_path / "w.pt", synthetic), abs=1e-9)
+
+
+def test_same_seed_same_curves_other_seed_other_curves(specs, synthetic):
+    settings = synthetic_settings(epochs=1)
+    a, b = (train_model(specs[1], synthetic, settings, model_id=3) for _ in range(2))
+    c = train_model(specs[1], synthetic, settings, model_id=4)
+    assert a["error_curve"] == b["error_curve"] and a["loss_curve"] == b["loss_curve"]
+    assert c["loss_curve"] != a["loss_curve"]
+
+
+def test_nan_loss_is_diverged_and_a_raise_propagates(specs, synthetic, monkeypatch):
+    monkeypatch.setenv("DSD_FAULTS", "1:nan,2:raise")
+    row = train_model(specs[0], synthetic, synthetic_settings(), model_id=1)
+    assert row["status"] == "diverged" and row["error"] is None and row["epochs"] == 0
+    assert math.isnan(row["train_loss"]) and "epoch 1" in row["message"]
+    with pytest.raises(RuntimeError, match="fault injected"):
+        train_model(specs[0], synthetic, synthetic_settings(), model_id=2)
+
+
+@pytest.mark.skipif(not FASHION_INSTALLED, reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_mnist_is_read_from_the_debian_package():
+    req = locate(DataRequest("fashion-mnist", 28, 1, 10, download=False, train_images=3000, eval_images=500))
+    data = load(req)
+    assert (data.train_size, data.eval_size) == (3000, 500)
+    assert data.train_x.dtype == torch.uint8 and tuple(data.train_x.shape[1:]) == (1, 28, 28)
+    assert set(data.train_y.tolist()) == set(range(10))
+    assert 60 < float(data.mean) < 90 and 70 < float(data.std) < 110  # Fashion-MNIST's known statistics
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_path_device_data_autocast_channels_last(specs):
+    settings = synthetic_settings()
+    data = load(locate(settings.data)).to("cuda")
+    assert data.train_x.is_cuda and data.train_x.dtype == torch.uint8
+    x, _ = next(data.train_batches(32, torch.Generator(device="cuda").manual_seed(0)))
+    assert x.is_cuda and x.is_contiguous(memory_format=torch.channels_last)
+    row = train_model(specs[0], data, settings, model_id=0, device="cuda")
+    assert row["status"] == "done" and row["device"].startswith("cuda:0") and row["error"] < 85
+
+
+def test_imagefolder_trains_through_a_dataloader_with_workers(tmp_path):
+    from PIL import Image
+
+    from dsd.data import FolderData
+    from dsd.spec import make_spec
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("val", 4)):
+        for k, color in enumerate(((200, 40, 40), (40, 40, 200))):
+            (tmp_path / split / f"class{k}").mkdir(parents=True)
+            for i in range(n):
+                pixels = np.clip(rng.normal(color, 30, (40, 48, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / f"class{k}" / f"{i}.png")
+    with pytest.raises(BadInput, match="2 class folders"):
+        locate(DataRequest(f"imagefolder:{tmp_path}", 32, 3, 10))
+    req = locate(DataRequest(f"imagefolder:{tmp_path}", 32, 3, 2, loader_workers=2))
+    data = load(req)
+    assert isinstance(data, FolderData) and (data.train_size, data.eval_size) == (24, 8)
+    x, y = next(data.train_batches(8, torch.Generator().manual_seed(0)))
+    assert x.dtype == torch.uint8 and tuple(x.shape) == (8, 3, 32, 32) and set(y.tolist()) <= {0, 1}
+    spec = make_spec([1, 1], [16, 32], [1, 1], [8, 8], [1, 2], stem="cifar", stem_width=16, in_channels=3,
+                     num_classes=2, resolution=32)
+    row = train_model(spec, data, settings_for(get_regime("cifar"), f"imagefolder:{tmp_path}", epochs=2,
+                                               batch_size=8), model_id=0)
+    assert row["status"] == "done" and (row["train_images"], row["eval_images"]) == (24, 8)
+    assert len(row["error_curve"]) == 2
