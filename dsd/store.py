@@ -3,7 +3,7 @@
     RUN/run.yaml            resolved space, regime, seed, n, dsd version (written by `dsd sample`)
     RUN/models.parquet      one row per sampled model
     RUN/results/ID.parquet  one row per finished model, written atomically (temp file + rename)
-    RUN/claims/ID           a model being trained (see dsd.scheduler)
+    RUN/claims/ID           a model being trained (see dsd.claims)
 
 Everything here uses pyarrow directly so that `dsd sample` stays fast to start.
 """

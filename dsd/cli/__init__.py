@@ -94,4 +94,7 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001  (any other failure: one line, exit 1)
         say(f"error: {type(e).__name__}: {e}")
         sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    if code == 130:  # typer turns Ctrl-C into exit code 130 without a word
+        say("interrupted")
+    sys.exit(code)
