@@ -27,8 +27,9 @@ def chance_error(num_classes) -> np.ndarray:
     return 100.0 * (1.0 - 1.0 / np.asarray(num_classes, dtype=float))
 
 
-def run_name(run: Path, meta: dict) -> str:
-    return str(meta.get("name") or Path(run).resolve().name)
+def run_name(run: Path) -> str:
+    """A run's label in tables and figures: its folder's name (runs/xa_cifar -> xa_cifar)."""
+    return Path(run).resolve().name
 
 
 def load_run(run: Path) -> pd.DataFrame:
@@ -47,8 +48,8 @@ def load_run(run: Path) -> pd.DataFrame:
     done = (frame["status"] == "done").to_numpy()
     err = np.where(done, frame["error"].to_numpy(dtype=float), np.nan)
     frame["err"] = np.where(diverged, chance_error(frame["num_classes"].to_numpy()), err)
-    frame.insert(0, "run", run_name(run, meta))
-    frame.attrs = {"runs": {run_name(run, meta): {"path": str(run), "meta": meta}}}
+    frame.insert(0, "run", run_name(run))
+    frame.attrs = {"runs": {run_name(run): {"path": str(run), "meta": meta}}}
     return frame
 
 

@@ -97,4 +97,7 @@ def regime_from_dict(d: dict) -> Regime:
         lo, hi = d.get(k) or (0, None)
         d[k] = (lo or 0, math.inf if hi is None else hi)
     d["strides"] = tuple(d["strides"]) if d.get("strides") else None
-    return Regime(**d)
+    try:
+        return Regime(**d)
+    except TypeError as e:
+        raise BadInput(f"run.yaml: not a regime description ({e})") from None

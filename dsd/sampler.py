@@ -40,11 +40,11 @@ class Network:
 def network_for(space: Space, regime: Regime) -> Network:
     """Apply a regime to a space: its stem and its strides (stage i takes the regime's i-th, else 2).
 
-    A space file that names its own `regime:` was written for that input, so its stem and strides
-    are kept as written."""
+    A space file that names its own `regime:` was written for that input, so under that regime its
+    stem and strides are kept as written."""
     net = space.network
     strides = tuple(net["strides"])
-    written_for_it = space.regime is not None
+    written_for_it = space.regime == regime.name
     if regime.strides and not written_for_it:
         strides = tuple(regime.strides[i] if i < len(regime.strides) else 2 for i in range(len(strides)))
     stem = net["stem"] if written_for_it else (regime.stem or net["stem"])
@@ -217,3 +217,11 @@ def regime_for(space: Space, regime: Regime) -> Regime:
     if not space.complexity:
         return regime
     return replace(regime, **{k: parse_range(str(v), k) for k, v in space.complexity.items()})
+
+
+def run_description(space, regime, seed: int, n: int) -> dict:
+    """What run.yaml records: everything that determines the models, plus n and the version."""
+    from dsd import __version__
+
+    return {"name": space.short, "space": space.name, "space_file": space.source,
+            "regime": regime.as_dict(), "seed": seed, "n": n, "dsd_version": __version__}

@@ -120,9 +120,9 @@ class Feed:
         return None
 
     def finish(self, job: Job) -> None:
-        with self._lock:
+        with self._lock:  # under the lock, so that a heartbeat cannot re-create the released claim
             self.held.pop((job.run, job.model_id), None)
-        release(job.run, job.model_id)
+            release(job.run, job.model_id)
 
     def close(self) -> None:
         self._stop.set()
@@ -132,9 +132,8 @@ class Feed:
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             with self._lock:
-                keys = list(self.held)
-            for run, model_id in keys:
-                refresh(run, model_id)
+                for run, model_id in list(self.held):
+                    refresh(run, model_id)
 
 
 # ---- training a job (in a worker process, a Ray task, or in-process) ----------------------------------
@@ -161,8 +160,12 @@ def remove_orphans(job: Job) -> None:
 
 
 def record_failure(job: Job, device: str, message: str) -> dict:
-    """Write a failed row for a job whose trainer could not report (worker died, task lost)."""
+    """Write a failed row for a job whose trainer could not report (worker died, task lost).
+
+    A result the trainer did write before it died stands: results are never rewritten."""
     remove_orphans(job)
+    if store.result_path(job.run, job.model_id).exists():
+        return summary_of(job, store.read_table(store.result_path(job.run, job.model_id)).to_pylist()[0])
     row = result_row(job.model_id, job.settings, device, message=message)
     store.write_result(job.run, row)
     return summary_of(job, row)

@@ -221,7 +221,7 @@ def space_from_mapping(data: dict, where: str = "space") -> Space:
     if not isinstance(stages, int) or not 1 <= stages <= 8:
         raise BadInput(f"{where}: network: stages must be an integer 1..8, got {stages!r}")
     strides = net.get("strides") or [2] * stages
-    if len(strides) != stages or not all(isinstance(s, int) and s >= 1 for s in strides):
+    if not isinstance(strides, list) or len(strides) != stages or not all(isinstance(s, int) and s >= 1 for s in strides):
         raise BadInput(f"{where}: network: strides must be {stages} positive integers, got {strides!r}")
     net["strides"] = list(strides)
     if not isinstance(net["stem_width"], int) or net["stem_width"] < 1:
@@ -232,6 +232,8 @@ def space_from_mapping(data: dict, where: str = "space") -> Space:
     rule = data.get("rule")
     if rule is not None and (not isinstance(rule, dict) or rule.get("type") not in RULES):
         raise BadInput(f"{where}: rule: type must be one of {', '.join(RULES)}")
+    if rule is not None and (not isinstance(rule.get("quantum", 8), int) or rule.get("quantum", 8) < 1):
+        raise BadInput(f"{where}: rule: quantum must be a positive integer")
     regnet = rule is not None
     expected = REGNET_PARAMS if regnet else STAGE_PARAMS
     params = data["parameters"]

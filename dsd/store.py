@@ -150,18 +150,18 @@ def check_run_folder(folder: Path, meta: dict, force: bool) -> str:
     """Decide what sampling into folder means: 'new', 'same' (nothing to do) or 'extend' (more models).
 
     Refuses, with BadInput and nothing touched, a folder that is not a run, a run made with other
-    arguments, or a run with more models than asked for, unless force (then the old run is deleted
-    by write_run).
+    arguments, or a run with more models than asked for, unless force: then it answers 'replace'
+    (write_run deletes the old run and its results). Same arguments keep their results, force or not.
     """
     folder = Path(folder)
     if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
         return "new"
     if not is_run(folder):
         raise BadInput(f"{folder} exists and is not a run folder; choose another --out")
-    if force:
-        return "new"
     old = read_meta(folder)
     old_c, new_c = _comparable(old), _comparable(meta)
+    if force and (old_c != new_c or meta["n"] < old.get("n", 0)):
+        return "replace"
     if old_c != new_c:
         diff = sorted(k for k in set(old_c) | set(new_c) if old_c.get(k) != new_c.get(k))
         raise BadInput(f"{folder} was sampled with other arguments (differs in: {', '.join(diff)}); "

@@ -67,6 +67,9 @@ def settings_for(regime: Regime, dataset: str | None = None, *, epochs: int | No
         lr = base["lr"] * batch_size / base["batch_size"]
     chosen = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "wd": wd}
     values = {k: base[k] if v is None else v for k, v in chosen.items()}
+    for k, v in (("train_images", train_images), ("eval_images", eval_images)):
+        if v is not None and v <= 0:
+            raise BadInput(f"--{k.replace('_', '-')} must be positive, got {v}")
     for k in ("epochs", "batch_size"):
         if values[k] <= 0:
             raise BadInput(f"--{k.replace('_', '-')} must be positive, got {values[k]}")
@@ -89,6 +92,10 @@ def resolve_device(device: str = "auto") -> str:
         raise BadInput(f"--device {device}: no CUDA GPU is visible to torch")
     if device != "cpu" and not device.startswith("cuda"):
         raise BadInput(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+    if device.startswith("cuda:"):
+        index = device.partition(":")[2]
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise BadInput(f"--device {device}: torch sees {torch.cuda.device_count()} GPU(s), cuda:0..")
     return device
 
 
@@ -106,7 +113,7 @@ def setup_process(device: str, threads: int | None = None) -> None:
 
 def device_name(device) -> str:
     device = torch.device(device)
-    if device.type == "cuda":
+    if device.type == "cuda" and torch.cuda.is_available():
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     return f"cpu ({torch.get_num_threads()} threads)"

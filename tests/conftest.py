@@ -9,7 +9,7 @@ import pytest
 def sample_run(folder: Path, n: int = 4, space: str = "RegNetX", regime: str = "fashion",
                flops: str = ":800K", seed: int = 0) -> Path:
     """A run folder as `dsd sample --space SPACE --regime REGIME --n N --flops FLOPS --out FOLDER` makes it."""
-    from dsd.cli.design import run_description
+    from dsd.sampler import run_description
     from dsd.regimes import get_regime, with_overrides
     from dsd.sampler import regime_for, sample
     from dsd.spaces import load_space

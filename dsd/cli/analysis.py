@@ -21,10 +21,19 @@ JSON = typer.Option(False, "--json", help="Print JSON only (on stdout).")
 
 
 def _load(runs):
-    from dsd.load import load_runs
+    """Load the runs; when none were named, the runs under ./runs with nothing trained yet are skipped."""
+    from dsd.load import load_runs, run_path
 
     paths = resolve_runs(runs)
-    return paths, load_runs(paths)
+    frame = load_runs(paths)
+    if not runs:
+        scored = frame.groupby("run", sort=False)["err"].apply(lambda e: e.notna().any())
+        if scored.any() and not scored.all():
+            idle = list(scored.index[~scored])
+            say(f"skipping runs with no trained model yet: {', '.join(idle)}")
+            paths = [p for p in paths if str(p) not in {run_path(frame, n) for n in idle}]
+            frame = load_runs(paths)
+    return paths, frame
 
 
 def _save(fig, path: Path) -> None:
@@ -99,7 +108,7 @@ def trends(
     samples: int = typer.Option(10_000, help="Bootstrap repetitions."),
     subsample: float = typer.Option(0.25, help="Fraction of the models drawn (with replacement) per repetition."),
     level: float = typer.Option(0.95, help="Coverage of the interval."),
-    seed: int = typer.Option(0, help="Seed of the bootstrap draws."),
+    seed: int = typer.Option(0, min=0, help="Seed of the bootstrap draws."),
     plot: bool = PLOT, out: Optional[Path] = OUT, json_out: bool = JSON,
 ):
     """Empirical bootstrap of the best value of each statistic (RegNet, footnote 4).
@@ -203,7 +212,7 @@ def report(
     runs: Optional[List[Path]] = RUNS_ARG,
     out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default: FIRST_RUN/report.html)."),
     samples: int = typer.Option(10_000, help="Bootstrap repetitions for the trends."),
-    seed: int = typer.Option(0, help="Seed of the bootstrap draws."),
+    seed: int = typer.Option(0, min=0, help="Seed of the bootstrap draws."),
     bins: int = typer.Option(10, help="Number of flops bins of the normalized EDF."),
     json_out: bool = JSON,
 ):

@@ -63,20 +63,12 @@ def spaces(json_out: bool = typer.Option(False, "--json", help="Print JSON only.
             f"{r['stem'] or 'space':7} {strides:9} {_band(*r['flops']):12} {r['dataset']}")
 
 
-def run_description(space, regime, seed: int, n: int) -> dict:
-    """What run.yaml records: everything that determines the models, plus n and the version."""
-    from dsd import __version__
-
-    return {"name": space.short, "space": space.name, "space_file": space.source,
-            "regime": regime.as_dict(), "seed": seed, "n": n, "dsd_version": __version__}
-
-
 @app.command()
 def sample(
     space: str = typer.Option(..., "--space", help="Built-in space name (see `dsd spaces`) or a space .yaml file."),
     n: int = typer.Option(..., "--n", help="Number of models to sample."),
     regime: Optional[str] = typer.Option(None, help="imagenet | cifar | fashion (default: the space's, else imagenet)."),
-    seed: int = typer.Option(0, help="Sampling seed; model i depends only on (space, regime, seed, i)."),
+    seed: int = typer.Option(0, min=0, help="Sampling seed; model i depends only on (space, regime, seed, i)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/<space short name>)."),
     flops: Optional[str] = typer.Option(None, help="Flops range, e.g. 360M:400M, :1.5G, 2e6: (overrides the regime)."),
     params: Optional[str] = typer.Option(None, help="Params range, e.g. :2M."),
@@ -93,7 +85,7 @@ def sample(
       dsd sample --space spaces/examples/regnet_se_cifar.yaml --n 50 --flops 100M:140M
     """
     from dsd.regimes import get_regime, with_overrides
-    from dsd.sampler import regime_for
+    from dsd.sampler import regime_for, run_description
     from dsd.sampler import sample as draw_models
     from dsd.spaces import load_space
     from dsd.store import write_run
@@ -107,7 +99,8 @@ def sample(
     meta = run_description(sp, rg, seed, n)
     from dsd.store import check_run_folder
 
-    if check_run_folder(folder, meta, force) == "same":
+    action = check_run_folder(folder, meta, force)
+    if action == "same":
         say(f"{folder}: already sampled with these arguments; nothing to do")
         if json_out:
             emit_json({"run": str(folder), "n": n, "unchanged": True})
@@ -115,7 +108,7 @@ def sample(
     t = time.perf_counter()
     result = draw_models(sp, rg, n, seed)
     elapsed = time.perf_counter() - t
-    write_run(folder, meta, result.rows, replace=force)
+    write_run(folder, meta, result.rows, replace=action == "replace")
     summary = {"run": str(folder), "space": sp.name, "regime": rg.name, "n": n, "seed": seed,
                "draws": result.draws, "acceptance": n / result.draws, "duplicates": result.duplicates,
                "seconds": round(elapsed, 3)}
@@ -127,13 +120,14 @@ def sample(
     say(f"next: dsd train {folder}")
 
 
-def _ints(text: Optional[str], what: str) -> Optional[list]:
+def _numbers(text: Optional[str], what: str, kind=int) -> Optional[list]:
+    """'1,2,7,12' -> [1, 2, 7, 12] (kind=float for ratios); None stays None."""
     if text is None:
         return None
     try:
-        return [float(x) if "." in x else int(x) for x in text.split(",")]
+        return [kind(x) for x in text.split(",")]
     except ValueError:
-        raise BadInput(f"--{what} {text!r}: expected comma-separated numbers, e.g. 1,2,7,12") from None
+        raise BadInput(f"--{what} {text!r}: expected comma-separated {kind.__name__}s, e.g. 1,2,7,12") from None
 
 
 @app.command()
@@ -185,8 +179,8 @@ def describe(
                   "in_channels": in_channels or rg.in_channels, "num_classes": classes or rg.num_classes,
                   "resolution": resolution or rg.resolution}
         if depths is not None:
-            d = _ints(depths, "depths")
-            w = _ints(widths, "widths")
+            d = _numbers(depths, "depths")
+            w = _numbers(widths, "widths")
             if w is None:
                 raise BadInput("--depths needs --widths")
             regnet = None
@@ -200,9 +194,9 @@ def describe(
         else:
             raise BadInput("give RUN --id K, or --depth --w0 --wa --wm --group-width, or --depths --widths")
         k = len(d)
-        g = _ints(group_widths, "group-widths") or ([group_width] * k if group_width else [1] * k)
-        b = _ints(bottleneck_ratios, "bottleneck-ratios") or [bottleneck_ratio] * k
-        s = _ints(strides, "strides") or [rg.strides[i] if rg.strides and i < len(rg.strides) else 2 for i in range(k)]
+        g = _numbers(group_widths, "group-widths") or ([group_width] * k if group_width else [1] * k)
+        b = _numbers(bottleneck_ratios, "bottleneck-ratios", float) or [bottleneck_ratio] * k
+        s = _numbers(strides, "strides") or [rg.strides[i] if rg.strides and i < len(rg.strides) else 2 for i in range(k)]
         spec = make_spec(d, w, b, g, s, regnet=regnet, **common)
     counts = complexity(spec)
     info = {"depths": list(spec.depths), "widths": list(spec.widths), "group_widths": list(spec.group_widths),

@@ -43,7 +43,7 @@ def train(
     train_images: Optional[int] = typer.Option(None, help="Train on a fixed subset of this many images "
                                                           "(the same for every model)."),
     eval_images: Optional[int] = typer.Option(None, help="Evaluate on a fixed subset of this many images."),
-    seed: int = typer.Option(0, help="Training seed; model i trains with a seed made from (seed, i)."),
+    seed: int = typer.Option(0, min=0, help="Training seed; model i trains with a seed made from (seed, i)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N (auto: every GPU, else the CPU)."),
     models_per_gpu: int = typer.Option(1, help="Models trained at once on each GPU (one process each)."),
     cpu_workers: int = typer.Option(1, help="Models trained at once on the CPU (the cores are split)."),

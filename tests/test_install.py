@@ -1,0 +1,24 @@
+"""The built-in spaces are found when dsd is installed as a package, not only from a checkout."""
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from tests.helpers import REPO
+
+
+def test_wheel_ships_the_builtin_spaces(tmp_path):
+    pytest.importorskip("setuptools")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path / "dist"), str(REPO)], check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("dsd-*.whl"))
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import dsd.spaces as s; "
+            "assert s.__file__.startswith(sys.argv[1]), s.__file__; "
+            "print(','.join(s.builtin_names())); print(s.load_space('RegNetY').network['block'])")
+    out = subprocess.run([sys.executable, "-c", code, str(site)], cwd=tmp_path, check=True,
+                         capture_output=True, text=True).stdout.split()
+    assert out == ["AnyNetXA,AnyNetXB,AnyNetXC,AnyNetXD,AnyNetXE,RegNetX,RegNetY", "Y"]
+    assert (site / "dsd" / "builtin_spaces" / "examples" / "regnet_se_cifar.yaml").is_file()
