@@ -30,6 +30,8 @@ demo: venv
 
 bench: venv
 	$(BIN)/python bench/sample.py
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/analysis.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -156,3 +156,40 @@ def test_usage_errors_are_one_line_with_exit_2(args, expected):
 def test_bare_dsd_prints_help():
     proc = dsd()
     assert proc.returncode == 0 and "sample" in proc.stdout and "report" in proc.stdout
+
+
+def test_force_with_the_same_arguments_keeps_results(tmp_path):
+    out = tmp_path / "xa"
+    dsd("sample", "--space", "AnyNetXA", "--n", "5", "--out", out, check=True)
+    (out / "results").mkdir()
+    (out / "results" / "0.parquet").write_bytes(b"pretend result")
+    dsd("sample", "--space", "AnyNetXA", "--n", "5", "--out", out, "--force", check=True)
+    assert (out / "results" / "0.parquet").read_bytes() == b"pretend result"
+
+
+def test_negative_seed_is_bad_input(tmp_path):
+    proc = dsd("sample", "--space", "AnyNetXA", "--n", "5", "--seed", "-1", "--out", tmp_path / "o")
+    assert proc.returncode == 2 and "--seed" in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_a_space_keeps_its_own_stem_only_under_its_own_regime():
+    from dsd.regimes import REGIMES
+    from dsd.sampler import network_for
+    from dsd.spaces import load_space
+
+    space = load_space(REPO / "spaces" / "examples" / "regnet_se_cifar.yaml")
+    assert (network_for(space, REGIMES["cifar"]).stem, network_for(space, REGIMES["cifar"]).strides) == ("cifar", (2, 2))
+    assert network_for(space, REGIMES["fashion"]).stem == "simple"
+    assert network_for(space, REGIMES["fashion"]).strides == (1, 2)
+
+
+@pytest.mark.parametrize("network,expected", [
+    ("{stages: 4, strides: 2}", "strides must be 4 positive integers"),
+    ("{stages: 0}", "stages must be an integer"),
+    ("{stages: 4, block: Z}", "block must be one of"),
+])
+def test_bad_network_fields(tmp_path, network, expected):
+    f = tmp_path / "bad.yaml"
+    f.write_text(f"name: Bad\nextends: AnyNetXA\nnetwork: {network}\n")
+    proc = dsd("sample", "--space", f, "--n", "5", "--out", tmp_path / "out")
+    assert proc.returncode == 2 and expected in proc.stderr, proc.stderr

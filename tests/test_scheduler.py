@@ -214,6 +214,9 @@ def test_bad_input_exits_2_and_changes_nothing(tiny_run, tmp_path, monkeypatch, 
         ([run, "--ids", "x"], "--ids"),
         ([run, "--dataset", "synthetic", "--train-images", "10"], "less than one batch"),
         ([run, "--device", "tpu"], "--device"),
+        ([run, "--device", "cuda:7"], "--device cuda:7"),
+        ([run, "--dataset", "synthetic", "--eval-images", "0"], "--eval-images must be positive"),
+        ([run, "--seed", "-1"], "--seed"),
         ([run, "--backend", "slurm"], "--backend"),
         ([tmp_path / "nowhere"], "no such run folder"),
     ]
@@ -251,3 +254,17 @@ def test_several_models_per_gpu(tiny_run):
     rows = results(run)
     assert all(r["status"] == "done" and r["device"].startswith("cuda:") for r in rows.values())
     assert all(r["error"] < 85 for r in rows.values())
+
+
+def test_a_result_written_before_the_worker_died_is_not_replaced_by_failed(tiny_run):
+    from dsd import store
+    from dsd.scheduler import plan, record_failure, run_settings
+
+    run = tiny_run(2)
+    job = plan(run, run_settings(run, dataset="synthetic"))[0]
+    store.write_result(run, {"model_id": job.model_id, "status": "done", "error": 12.5})
+    before = store.result_path(run, job.model_id).read_bytes()
+    summary = record_failure(job, "cpu", "the worker process died")
+    assert summary["status"] == "done" and store.result_path(run, job.model_id).read_bytes() == before
+    other = plan(run, run_settings(run, dataset="synthetic"))[0]
+    assert record_failure(other, "cpu", "the worker process died")["status"] == "failed"
