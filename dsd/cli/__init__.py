@@ -24,11 +24,21 @@ app = typer.Typer(
 )
 
 RUNS_ROOT = Path("runs")
+RUNS_ARG = typer.Argument(None, metavar="RUN", help="Run folders (default: every run under ./runs).",
+                          show_default=False)
+JSON = typer.Option(False, "--json", help="Print JSON only (on stdout).")
 
 
 def say(message: str) -> None:
     """Human text goes to stderr so that stdout stays clean for --json and piping."""
     print(message, file=sys.stderr, flush=True)
+
+
+def say_table(cells: list[list[str]], left: set[int]) -> None:
+    """An aligned text table on stderr: cells[0] is the header; columns in `left` align left."""
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    for row in cells:
+        say("  ".join(v.ljust(w) if i in left else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
 
 
 def emit_json(obj) -> None:

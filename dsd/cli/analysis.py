@@ -10,14 +10,11 @@ from typing import List, Optional
 
 import typer
 
-from dsd.cli import app, emit_json, figure_path, resolve_runs, say
+from dsd.cli import JSON, RUNS_ARG, app, emit_json, figure_path, resolve_runs, say, say_table
 
-RUNS_ARG = typer.Argument(None, metavar="RUN", help="Run folders (default: every run under ./runs).",
-                          show_default=False)
 PLOT = typer.Option(False, "--plot",
                     help="Write the figure (default into the first run folder) and print its path.")
 OUT = typer.Option(None, "--out", help="Figure file (.png, .svg or .pdf); implies --plot.")
-JSON = typer.Option(False, "--json", help="Print JSON only (on stdout).")
 
 
 def _load(runs):
@@ -53,9 +50,7 @@ def _say_table(table, columns: list[tuple[str, str]]) -> None:
     cells = [[c for c, _ in columns]]
     cells += [[str(row[c]) if fmt == "s" else _num(row[c], fmt) for c, fmt in columns]
               for _, row in table.iterrows()]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    for row in cells:
-        say("  ".join(v.ljust(w) if fmt == "s" else v.rjust(w) for v, w, (_, fmt) in zip(row, widths, columns)))
+    say_table(cells, {i for i, (_, fmt) in enumerate(columns) if fmt == "s"})
 
 
 def _records(frame) -> list[dict]:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from dsd.cli import RUNS_ROOT, app, emit_json, say
+from dsd.cli import JSON, RUNS_ROOT, app, emit_json, say
 from dsd.errors import BadInput
 
 
@@ -27,7 +27,7 @@ def _band(lo, hi) -> str:
 
 
 @app.command()
-def spaces(json_out: bool = typer.Option(False, "--json", help="Print JSON only.")):
+def spaces(json_out: bool = JSON):
     """List the built-in design spaces and regimes.
 
     \b
@@ -153,7 +153,7 @@ def describe(
     resolution: Optional[int] = typer.Option(None, help="Input resolution."),
     in_channels: Optional[int] = typer.Option(None, help="Input channels."),
     classes: Optional[int] = typer.Option(None, help="Number of classes."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON only."),
+    json_out: bool = JSON,
 ):
     """Show one model's stages and complexity (flops, params, acts), counted analytically.
 

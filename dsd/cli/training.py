@@ -6,11 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from dsd.cli import app, emit_json, resolve_runs, say
+from dsd.cli import JSON, RUNS_ARG, app, emit_json, resolve_runs, say, say_table
 from dsd.errors import BadInput
-
-RUNS_ARG = typer.Argument(None, metavar="RUN", help="Run folders (default: every run under ./runs).",
-                          show_default=False)
 
 
 def parse_ids(text: Optional[str]) -> Optional[list[int]]:
@@ -91,7 +88,7 @@ def train(
 @app.command()
 def status(
     runs: Optional[List[Path]] = RUNS_ARG,
-    json_out: bool = typer.Option(False, "--json", help="Print JSON only (on stdout)."),
+    json_out: bool = JSON,
 ):
     """Per run: models sampled, done, failed, diverged, running, pending; best and mean error so far.
 
@@ -108,10 +105,7 @@ def status(
         return
     cols = ["run", "space", "regime", "sampled", "done", "failed", "diverged", "running", "pending",
             "best_error", "mean_error"]
-    cells = [cols] + [[_cell(r[c]) for c in cols] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-    for row in cells:
-        say("  ".join(v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
+    say_table([cols] + [[_cell(r[c]) for c in cols] for r in rows], left={0, 1, 2})
 
 
 def _cell(value) -> str:
