@@ -5,7 +5,7 @@ counts them, `model` builds torch modules from them, and the run folder stores t
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from dsd.errors import BadInput
 from dsd.regnet import compatible_widths
@@ -45,10 +45,6 @@ class ModelSpec:
                      self.in_channels, self.num_classes))
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("regnet")
-        return d
 
 
 def make_spec(depths, widths, bottleneck_ratios, group_widths, strides, *, stem="simple", stem_width=32,

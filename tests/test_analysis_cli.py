@@ -155,3 +155,10 @@ def test_single_trained_model(tmp_path):
         code, _, err = dsd(command, run)
         assert code == 0, (command, err)
     assert "No trends" in (run / "report.html").read_text()
+
+
+def test_fit_linear_top_and_all_are_exclusive(tmp_path):
+    from tests.helpers import dsd
+
+    proc = dsd("fit-linear", tmp_path, "--top", "3", "--all")
+    assert proc.returncode == 2 and "--top N or --all" in proc.stderr

@@ -55,7 +55,7 @@ def test_init_follows_the_paper():
     std = float(conv.weight.detach().std())
     assert abs(std - np.sqrt(2.0 / (3 * 3 * conv.out_channels))) < 0.03
     assert float(model.fc.weight.detach().std()) == pytest.approx(0.01, rel=0.2)
-    assert float(model.fc.bias.abs().sum()) == 0.0
+    assert float(model.fc.bias.detach().abs().sum()) == 0.0
 
 
 # (torchvision builder, d, w0, wa, wm, g, se ratio): the published RegNet parameters

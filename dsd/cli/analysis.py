@@ -11,6 +11,7 @@ from typing import List, Optional
 import typer
 
 from dsd.cli import JSON, RUNS_ARG, app, emit_json, figure_path, resolve_runs, say, say_table
+from dsd.errors import BadInput
 
 PLOT = typer.Option(False, "--plot",
                     help="Write the figure (default into the first run folder) and print its path.")
@@ -142,7 +143,7 @@ def trends(
 @app.command("fit-linear")
 def fit_linear(
     runs: Optional[List[Path]] = RUNS_ARG,
-    top: int = typer.Option(20, help="Fit the best TOP trained models of each run."),
+    top: Optional[int] = typer.Option(None, min=1, help="Fit the best TOP trained models of each run [default: 20]."),
     all_models: bool = typer.Option(False, "--all", help="Fit every model, trained or not."),
     plot: bool = PLOT, out: Optional[Path] = OUT, json_out: bool = JSON,
 ):
@@ -156,9 +157,11 @@ def fit_linear(
     """
     from dsd.fit import fit_runs, save_fits
 
+    if all_models and top is not None:
+        raise BadInput("give --top N or --all, not both")
     paths, frame = _load(runs)
     figure = figure_path(out, paths[0], "fit_linear") if plot or out else None
-    fits = fit_runs(frame, None if all_models else top)
+    fits = fit_runs(frame, None if all_models else (top or 20))
     for path in save_fits(fits, frame):
         say(f"fits: {path}")
     if figure:
@@ -217,7 +220,6 @@ def report(
 
     Example: dsd report runs/xa runs/xe runs/regnetx --out study.html
     """
-    from dsd.errors import BadInput
     from dsd.report import write_report
 
     if out is not None and out.suffix.lower() not in (".html", ".htm"):
