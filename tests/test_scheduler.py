@@ -73,6 +73,7 @@ def test_train_writes_one_valid_row_per_model_and_resumes_to_nothing(tiny_run):
     before = result_bytes(run)
     again = dsd("train", run, *FAST, "--json")
     assert trained_ids(again) == [] and result_bytes(run) == before
+    assert "nothing to train" in again.stderr
     status = json.loads(dsd("status", run, "--json", check=True).stdout)[0]
     assert (status["sampled"], status["done"], status["running"], status["pending"]) == (3, 3, 0, 0)
     assert status["best_error"] == min(r["error"] for r in rows.values())

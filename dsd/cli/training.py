@@ -81,6 +81,9 @@ def train(
     if json_out:
         emit_json(summary)
     elsewhere = f", {summary['claimed_elsewhere']} left to other processes" if summary["claimed_elsewhere"] else ""
+    if not summary["trained"] and not summary["claimed_elsewhere"]:
+        say("nothing to train: every chosen model has a result (--retry-failed trains failed ones again)")
+        return
     say(f"trained {len(summary['trained'])} models in {summary['wall_s']:.1f} s: {summary['done']} done, "
         f"{summary['failed']} failed, {summary['diverged']} diverged{elsewhere}")
 
