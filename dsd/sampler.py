@@ -14,7 +14,8 @@ import numpy as np
 
 from dsd import complexity as cx
 from dsd.errors import BadInput
-from dsd.regimes import Regime
+from dsd.regimes import Regime, parse_range
+from dsd.regnet import compatible_widths
 from dsd.spaces import Param, Space
 from dsd.spec import ModelSpec
 
@@ -122,8 +123,6 @@ class Sampler:
 
     def candidates(self, rng: np.random.Generator, batch: int) -> tuple[dict, np.ndarray, dict]:
         """A batch of candidates (after the compatibility step), their acceptance mask and complexity."""
-        from dsd.regnet import compatible_widths
-
         v = (draw_regnet_params if self.regnet else draw_stage_params)(self.space, rng, batch)
         depths = v["depth"].astype(np.int64)
         b = v["bottleneck_ratio"].astype(float)
@@ -212,8 +211,6 @@ def model_row(i: int, space: Space, seed: int, spec: ModelSpec, key: str, counts
 
 def regime_for(space: Space, regime: Regime) -> Regime:
     """The space file's own complexity ranges (if any) applied over the regime's."""
-    from dsd.regimes import parse_range
-
     if not space.complexity:
         return regime
     return replace(regime, **{k: parse_range(str(v), k) for k, v in space.complexity.items()})

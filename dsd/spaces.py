@@ -7,6 +7,7 @@ AnyNetXB..E and RegNetY are written as one-line refinements. See spaces/AnyNetXA
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -131,15 +132,19 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _builtin_lookup() -> dict[str, Path]:
+    """Built-in space files by lower-case name and by short name, read once per process."""
+    files = {n.lower(): builtin_dir() / f"{n}.yaml" for n in builtin_names()}
+    shorts = {_read_yaml(p).get("short", "").lower(): p for p in files.values()}
+    return {**shorts, **files}
+
+
 def _resolve_file(ref: str, relative_to: Path | None = None) -> Path:
     """A built-in name (case-insensitive, or its short name) or a path to a YAML file."""
-    builtins = {n.lower(): builtin_dir() / f"{n}.yaml" for n in builtin_names()}
-    shorts = {_read_yaml(p).get("short", "").lower(): p for p in builtins.values()}
-    key = str(ref).lower()
-    if key in builtins:
-        return builtins[key]
-    if key in shorts:
-        return shorts[key]
+    found = _builtin_lookup().get(str(ref).lower())
+    if found is not None:
+        return found
     for candidate in ([relative_to / ref] if relative_to else []) + [Path(ref)]:
         if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
             return candidate

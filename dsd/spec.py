@@ -5,6 +5,7 @@ counts them, `model` builds torch modules from them, and the run folder stores t
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from dsd.errors import BadInput
@@ -38,8 +39,6 @@ class ModelSpec:
 
     def key(self) -> str:
         """A stable hash of the architecture (what the built module depends on)."""
-        import hashlib
-
         text = repr((self.stem, self.stem_width, self.block, self.se_ratio, self.depths, self.widths,
                      tuple(float(b) for b in self.bottleneck_ratios), self.group_widths, self.strides,
                      self.in_channels, self.num_classes))

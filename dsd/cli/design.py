@@ -88,7 +88,7 @@ def sample(
     from dsd.sampler import regime_for, run_description
     from dsd.sampler import sample as draw_models
     from dsd.spaces import load_space
-    from dsd.store import write_run
+    from dsd.store import check_run_folder, write_run
 
     if n <= 0:
         raise BadInput(f"--n must be positive, got {n}")
@@ -97,8 +97,6 @@ def sample(
     rg = with_overrides(rg, flops, params, acts)
     folder = out or RUNS_ROOT / sp.short
     meta = run_description(sp, rg, seed, n)
-    from dsd.store import check_run_folder
-
     action = check_run_folder(folder, meta, force)
     if action == "same":
         say(f"{folder}: already sampled with these arguments; nothing to do")
