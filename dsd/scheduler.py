@@ -34,6 +34,7 @@ from dsd.spec import ModelSpec, spec_from_row
 from dsd.train import TrainSettings, resolve_device, result_row, settings_for, setup_process, train_model
 
 WEIGHTS_DIR = "weights"
+CHECKPOINTS_DIR = "checkpoints"
 
 
 # ---- jobs -------------------------------------------------------------------------------------------
@@ -53,13 +54,13 @@ class Job:
 
 
 def needs_training(run, model_id: int, retry_failed: bool = False) -> bool:
-    """No result yet, or (with retry_failed) a failed one."""
+    """No result yet, or (with retry_failed) a failed or diverged one."""
     path = store.result_path(run, model_id)
     if not path.exists():
         return True
     if not retry_failed:
         return False
-    return store.read_table(path).column("status")[0].as_py() == "failed"
+    return store.read_table(path).column("status")[0].as_py() in ("failed", "diverged")
 
 
 def plan(run, settings: TrainSettings, ids: list[int] | None = None, retry_failed: bool = False) -> list[Job]:
@@ -149,13 +150,19 @@ def summary_of(job: Job, row: dict) -> dict:
     return {"run": job.run, **{k: row.get(k) for k in keys}}
 
 
+def checkpoint_path(job: Job) -> Path:
+    return Path(job.run) / CHECKPOINTS_DIR / f"{job.model_id}.pt"
+
+
 def remove_orphans(job: Job) -> None:
-    """Temp files of this job's result or weights, left by a writer that was killed mid-write.
+    """Temp files of this job's result, weights or checkpoint, left by a writer killed mid-write.
 
     Only the holder of the job's claim calls this, so no live writer can own them.
     """
-    for folder, name in ((store.RESULTS_DIR, f"{job.model_id}.parquet"), (WEIGHTS_DIR, f"{job.model_id}.pt")):
-        for orphan in (Path(job.run) / folder).glob(f".{name}.*.tmp"):
+    name = str(job.model_id)
+    for folder, file in ((store.RESULTS_DIR, f"{name}.parquet"), (WEIGHTS_DIR, f"{name}.pt"),
+                         (CHECKPOINTS_DIR, f"{name}.pt")):
+        for orphan in (Path(job.run) / folder).glob(f".{file}.*.tmp"):
             orphan.unlink(missing_ok=True)
 
 
@@ -174,19 +181,23 @@ def record_failure(job: Job, device: str, message: str) -> dict:
 def run_job(job: Job, device: str, on_epoch=None) -> dict:
     """Train one claimed job in this process and write its result row; return a short summary.
 
-    An exception (out of memory included) becomes a failed row with its message.
+    An exception (out of memory included) becomes a failed row with its message. The model's checkpoint
+    goes once its row is written, unless it failed: `--retry-failed` then resumes from it.
     """
     start = time.perf_counter()
+    checkpoint = checkpoint_path(job) if job.settings.checkpoints else None
     try:
         weights = Path(job.run) / WEIGHTS_DIR / f"{job.model_id}.pt" if job.settings.save_weights else None
         row = train_model(job.spec, device_data(job.settings.data, device), job.settings, model_id=job.model_id,
-                          device=device, on_epoch=on_epoch, weights_path=weights)
+                          device=device, on_epoch=on_epoch, weights_path=weights, checkpoint_path=checkpoint)
     except Exception as e:  # noqa: BLE001  (the sweep goes on; the row says what happened)
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
         row = result_row(job.model_id, job.settings, device, message=f"{type(e).__name__}: {e}",
                          wall_s=time.perf_counter() - start)
     store.write_result(job.run, row)
+    if checkpoint is not None and row["status"] != "failed":
+        checkpoint.unlink(missing_ok=True)
     return summary_of(job, row)
 
 

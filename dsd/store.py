@@ -4,6 +4,7 @@
     RUN/models.parquet      one row per sampled model
     RUN/results/ID.parquet  one row per finished model, written atomically (temp file + rename)
     RUN/claims/ID           a model being trained (see dsd.claims)
+    RUN/checkpoints/ID.pt   the training state of an unfinished model after its last epoch
 
 Everything here uses pyarrow directly so that `dsd sample` stays fast to start.
 """

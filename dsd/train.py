@@ -7,6 +7,10 @@ the device (see dsd.data), are normalized there, and the loss is summed on the d
 epoch, which is also when a NaN loss is noticed. On a GPU: bf16 autocast, channels-last, cudnn
 autotuning and, optionally, torch.compile. Channels-last is on by default on the CPU too (oneDNN runs
 these small convolutions faster in it; measured in bench/train.py).
+
+After every epoch the whole training state (weights, momentum, schedule, the augmentation generator,
+curves) can be saved to a checkpoint, so that a model interrupted at any moment resumes from its last
+finished epoch and ends exactly as if it had never stopped (on the CPU, bit for bit).
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from dsd.errors import BadInput
 from dsd.model import build_model
 from dsd.regimes import Regime
 from dsd.spec import ModelSpec
+from dsd.store import write_atomic
 
 # "3:nan,5:raise,7:crash": model 3's loss becomes NaN, model 5 raises, model 7 kills its process
 # (tests of the failure paths; never set in normal use)
@@ -52,6 +57,7 @@ class TrainSettings:
     channels_last: bool = True
     compile: bool = False
     save_weights: bool = False  # RUN/weights/ID.pt after the last epoch
+    checkpoints: bool = True    # RUN/checkpoints/ID.pt after every epoch, to resume an interrupted model
 
 
 def settings_for(regime: Regime, dataset: str | None = None, *, epochs: int | None = None,
@@ -132,22 +138,50 @@ def result_row(model_id: int, settings: TrainSettings, device, **fields) -> dict
     return row
 
 
-def injected_fault(model_id: int) -> str | None:
-    """The fault $DSD_FAULTS asks for this model: "nan", "raise", "crash" or None."""
+def injected_fault(model_id: int) -> tuple[str | None, int]:
+    """The fault $DSD_FAULTS asks for this model and the epoch after which it strikes (0: at the start).
+
+    Kinds: "nan", "raise", "crash" ("crash@2": the process kills itself after epoch 2), or None.
+    """
     for item in os.environ.get(FAULTS_ENV, "").split(","):
         mid, _, kind = item.partition(":")
         if mid.strip() == str(model_id):
-            return kind.strip()
-    return None
+            kind, _, epoch = kind.strip().partition("@")
+            return kind, int(epoch or 0)
+    return None, 0
+
+
+def fingerprint(spec: ModelSpec, settings: TrainSettings, data) -> str:
+    """What a checkpoint must have been trained with to be resumed under these settings."""
+    s = settings
+    return repr((spec, s.epochs, s.batch_size, s.lr, s.wd, s.momentum, s.seed, s.data.dataset,
+                 data.train_size, data.eval_size))
+
+
+def save_state(path: Path, state: dict) -> None:
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path | None, expected: str) -> dict | None:
+    """The checkpoint at path when it was made under the same settings; None otherwise (start afresh)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  (an unreadable checkpoint only costs the epochs it held)
+        return None
+    return state if isinstance(state, dict) and state.get("fingerprint") == expected else None
 
 
 @torch.enable_grad()  # whatever the caller's grad mode
 def train_model(spec: ModelSpec, data, settings: TrainSettings, *, model_id: int = 0, device="cpu",
-                on_epoch=None, weights_path: Path | None = None) -> dict:
-    """Train a fresh model on data (a dsd.data set already on `device`); return its result row.
+                on_epoch=None, weights_path: Path | None = None, checkpoint_path: Path | None = None) -> dict:
+    """Train a model on data (a dsd.data set already on `device`); return its result row.
 
     on_epoch(epoch, error, loss) is called after each evaluation. A non-finite epoch loss stops
     training with status "diverged"; exceptions propagate (the scheduler records them as "failed").
+    With checkpoint_path, the state after each epoch is saved there, and a checkpoint found there at
+    the start (made under the same settings) is resumed from; the caller removes it when done.
     """
     start = time.perf_counter()
     device = torch.device(device)
@@ -155,10 +189,10 @@ def train_model(spec: ModelSpec, data, settings: TrainSettings, *, model_id: int
     steps = data.train_size // settings.batch_size
     if steps == 0:
         raise BadInput(f"{data.train_size} training images do not make one batch of {settings.batch_size}")
-    fault = injected_fault(model_id)
+    fault, fault_epoch = injected_fault(model_id)
     if fault == "raise":
         raise RuntimeError(f"fault injected by ${FAULTS_ENV} into model {model_id}")
-    if fault == "crash":
+    if fault == "crash" and fault_epoch == 0:
         os.kill(os.getpid(), signal.SIGKILL)
 
     torch.manual_seed(seed)
@@ -181,7 +215,17 @@ def train_model(spec: ModelSpec, data, settings: TrainSettings, *, model_id: int
         return torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
 
     errors, losses, train_s, status, message = [], [], 0.0, "done", ""
-    for epoch in range(1, settings.epochs + 1):
+    expected = fingerprint(spec, settings, data)
+    resumed = load_checkpoint(checkpoint_path, expected)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        opt.load_state_dict(resumed["optimizer"])
+        schedule.load_state_dict(resumed["schedule"])
+        generator.set_state(resumed["generator"])
+        errors, losses, train_s = list(resumed["errors"]), list(resumed["losses"]), resumed["train_s"]
+        start -= resumed["wall_s"]
+        message = f"resumed from the checkpoint of epoch {len(errors)}"
+    for epoch in range(len(errors) + 1, settings.epochs + 1):
         model.train()
         t = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
@@ -201,14 +245,18 @@ def train_model(spec: ModelSpec, data, settings: TrainSettings, *, model_id: int
             status, message = "diverged", f"the training loss became {losses[-1]} in epoch {epoch}"
             break
         errors.append(evaluate(forward, data, settings.batch_size, prepare, autocast))
+        if checkpoint_path is not None and epoch < settings.epochs:
+            save_state(checkpoint_path, {
+                "fingerprint": expected, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "schedule": schedule.state_dict(), "generator": generator.get_state(), "errors": errors,
+                "losses": losses, "train_s": train_s, "wall_s": time.perf_counter() - start})
+        if fault == "crash" and epoch == fault_epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
         if on_epoch:
             on_epoch(epoch, errors[-1], losses[-1])
 
     if weights_path is not None and status == "done":
-        from dsd.store import write_atomic
-
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        write_atomic(weights_path, lambda tmp: torch.save(state, tmp))
+        save_state(weights_path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
     return result_row(
         model_id, settings, device, status=status, error=errors[-1] if status == "done" else None,
         best_error=min(errors) if errors else None, train_loss=losses[-1], epochs=len(errors),

@@ -144,6 +144,7 @@ def test_kill_9_loses_nothing_and_leaves_no_workers_or_partial_files(tiny_run):
     assert all(after[name] == data for name, data in finished.items())
     assert all(r["status"] == "done" for r in results(run).values())
     assert not list((run / store.CLAIMS_DIR).iterdir())
+    assert not list((run / "checkpoints").iterdir())  # every model finished, so none is kept
 
 
 def test_two_processes_on_one_run_train_every_model_once(tiny_run):
@@ -168,13 +169,27 @@ def test_diverged_failed_and_crashed_models_do_not_stop_the_sweep(tiny_run):
     assert "fault injected" in rows[2]["message"] and "RuntimeError" in rows[2]["message"]
     assert "worker process died" in rows[3]["message"]
     assert "NaN" in rows[1]["message"] or "nan" in rows[1]["message"]
-    kept = {k: v for k, v in result_bytes(run).items() if k not in ("2.parquet", "3.parquet")}
+    kept = {k: v for k, v in result_bytes(run).items() if k in ("0.parquet", "4.parquet")}
 
-    retry = dsd("train", run, *FAST, "--retry-failed", "--json")
-    assert trained_ids(retry) == [2, 3]
+    retry = dsd("train", run, *FAST, "--retry-failed", "--json")  # without the faults this time
+    assert trained_ids(retry) == [1, 2, 3]
     rows = results(run)
-    assert rows[2]["status"] == rows[3]["status"] == "done" and rows[1]["status"] == "diverged"
+    assert all(rows[i]["status"] == "done" for i in range(5))
     assert all(result_bytes(run)[k] == v for k, v in kept.items())
+
+
+def test_a_model_killed_mid_training_resumes_from_its_last_epoch(tiny_run):
+    run, clean = tiny_run(3), tiny_run(3)  # the same models
+    env = {**os.environ, "DSD_FAULTS": "1:crash@2"}  # model 1's worker dies after epoch 2 of 3
+    subprocess.run([sys.executable, "-m", "dsd", "train", str(run), *FAST], env=env, capture_output=True, timeout=300)
+    assert results(run)[1]["status"] == "failed" and (run / "checkpoints" / "1.pt").is_file()
+
+    assert trained_ids(dsd("train", run, *FAST, "--retry-failed", "--json")) == [1]
+    assert trained_ids(dsd("train", clean, *FAST, "--ids", "1", "--json")) == [1]
+    resumed, whole = results(run)[1], results(clean)[1]
+    assert resumed["status"] == "done" and resumed["message"] == "resumed from the checkpoint of epoch 2"
+    assert resumed["error_curve"] == whole["error_curve"] and resumed["loss_curve"] == whole["loss_curve"]
+    assert not list((run / "checkpoints").iterdir()) and not list((clean / "checkpoints").iterdir())
 
 
 def test_claims_are_exclusive_and_dead_owners_are_taken_over(tmp_path):

@@ -150,6 +150,49 @@ def test_same_seed_same_curves_other_seed_other_curves(specs, synthetic):
     assert c["loss_curve"] != a["loss_curve"]
 
 
+class Interrupt(Exception):
+    pass
+
+
+def stop_after(epoch: int, seen: list):
+    def on_epoch(e, error, loss):
+        seen.append(e)
+        if e == epoch:
+            raise Interrupt
+    return on_epoch
+
+
+def test_an_interrupted_model_resumes_from_its_checkpoint_and_ends_as_if_never_stopped(specs, synthetic, tmp_path):
+    settings, checkpoint = synthetic_settings(epochs=3), tmp_path / "checkpoints" / "2.pt"
+    whole = train_model(specs[2], synthetic, settings, model_id=2)
+    seen = []
+    with pytest.raises(Interrupt):
+        train_model(specs[2], synthetic, settings, model_id=2, checkpoint_path=checkpoint, on_epoch=stop_after(2, seen))
+    assert seen == [1, 2] and checkpoint.is_file()
+    resumed = train_model(specs[2], synthetic, settings, model_id=2, checkpoint_path=checkpoint,
+                          on_epoch=stop_after(0, seen))
+    assert seen == [1, 2, 3]  # only the last epoch ran again
+    assert resumed["error_curve"] == whole["error_curve"] and resumed["loss_curve"] == whole["loss_curve"]
+    assert resumed["error"] == whole["error"] and resumed["epochs"] == 3
+    assert resumed["message"] == "resumed from the checkpoint of epoch 2" and whole["message"] == ""
+
+
+def test_a_checkpoint_made_under_other_settings_is_not_resumed(specs, synthetic, tmp_path):
+    checkpoint = tmp_path / "1.pt"
+    with pytest.raises(Interrupt):
+        train_model(specs[1], synthetic, synthetic_settings(epochs=3), model_id=1, checkpoint_path=checkpoint,
+                    on_epoch=stop_after(1, []))
+    seen = []
+    row = train_model(specs[1], synthetic, synthetic_settings(epochs=2), model_id=1, checkpoint_path=checkpoint,
+                      on_epoch=stop_after(0, seen))
+    assert seen == [1, 2] and row["message"] == ""  # epochs changed the schedule: trained afresh
+    checkpoint.write_bytes(b"not a checkpoint")
+    seen.clear()
+    train_model(specs[1], synthetic, synthetic_settings(epochs=2), model_id=1, checkpoint_path=checkpoint,
+                on_epoch=stop_after(0, seen))
+    assert seen == [1, 2]
+
+
 def test_nan_loss_is_diverged_and_a_raise_propagates(specs, synthetic, monkeypatch):
     monkeypatch.setenv("DSD_FAULTS", "1:nan,2:raise")
     row = train_model(specs[0], synthetic, synthetic_settings(), model_id=1)
@@ -179,6 +222,21 @@ def test_gpu_path_device_data_autocast_channels_last(specs):
     assert x.is_cuda and x.is_contiguous(memory_format=torch.channels_last)
     row = train_model(specs[0], data, settings, model_id=0, device="cuda")
     assert row["status"] == "done" and row["device"].startswith("cuda:0") and row["error"] < 85
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_checkpoint_restores_the_cuda_generator_and_fused_optimizer(specs, tmp_path):
+    settings = synthetic_settings(epochs=3)
+    data = load(locate(settings.data)).to("cuda")
+    seen = []
+    with pytest.raises(Interrupt):
+        train_model(specs[0], data, settings, model_id=0, device="cuda", checkpoint_path=tmp_path / "0.pt",
+                    on_epoch=stop_after(1, seen))
+    row = train_model(specs[0], data, settings, model_id=0, device="cuda", checkpoint_path=tmp_path / "0.pt",
+                      on_epoch=stop_after(0, seen))
+    assert seen == [1, 2, 3] and row["status"] == "done" and row["message"].startswith("resumed")
+    assert row["loss_curve"][-1] < row["loss_curve"][0] and row["error"] < 85
 
 
 def test_imagefolder_trains_through_a_dataloader_with_workers(tmp_path):

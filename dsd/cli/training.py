@@ -49,9 +49,12 @@ def train(
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile each model (pays off for long runs)."),
     loader_workers: int = typer.Option(4, help="DataLoader workers per model (imagefolder only)."),
     save_weights: bool = typer.Option(False, "--save-weights", help="Keep final weights in RUN/weights/ID.pt."),
+    checkpoints: bool = typer.Option(True, help="Save each model's state after every epoch in RUN/checkpoints/, "
+                                                "so that an interrupted model resumes where it stopped."),
     limit: Optional[int] = typer.Option(None, help="Train at most this many models, then stop."),
     ids: Optional[str] = typer.Option(None, help="Only these model ids, e.g. 0,3,7-9."),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="Train models whose result is 'failed' again."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Train models whose result is 'failed' or "
+                                                                    "'diverged' again."),
     backend: str = typer.Option("local", help="local (worker processes) | ray (one Ray task per model)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join, e.g. auto (default: a local instance)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary only."),
@@ -60,7 +63,8 @@ def train(
 
     Defaults follow the paper's protocol for the run's regime (SGD momentum 0.9, half-period cosine,
     10 epochs, lr / weight decay / batch size per data set). Each result is written atomically to
-    RUN/results/ID.parquet; several processes or hosts may train one run at once.
+    RUN/results/ID.parquet; several processes or hosts may train one run at once. A model that was
+    interrupted resumes from its checkpoint of the last finished epoch.
 
     \b
     Examples:
@@ -77,12 +81,13 @@ def train(
         device=device, models_per_gpu=models_per_gpu, cpu_workers=cpu_workers, ray_address=ray_address,
         dataset=dataset, data_dir=data_dir, download=download, epochs=epochs, batch_size=batch_size, lr=lr,
         wd=wd, train_images=train_images, eval_images=eval_images, loader_workers=loader_workers, seed=seed,
-        amp=amp, channels_last=channels_last, compile=compile_model, save_weights=save_weights)
+        amp=amp, channels_last=channels_last, compile=compile_model, save_weights=save_weights,
+        checkpoints=checkpoints)
     if json_out:
         emit_json(summary)
     elsewhere = f", {summary['claimed_elsewhere']} left to other processes" if summary["claimed_elsewhere"] else ""
     if not summary["trained"] and not summary["claimed_elsewhere"]:
-        say("nothing to train: every chosen model has a result (--retry-failed trains failed ones again)")
+        say("nothing to train: every chosen model has a result (--retry-failed trains failed and diverged ones again)")
         return
     say(f"trained {len(summary['trained'])} models in {summary['wall_s']:.1f} s: {summary['done']} done, "
         f"{summary['failed']} failed, {summary['diverged']} diverged{elsewhere}")

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# What a machine with a CUDA GPU has to confirm, in one go: the CUDA tests, a small sweep through the
+# CLI on the GPU (several models per GPU, kill and resume), and the GPU tables of bench/train.py.
+# Uses the python3 on PATH (or $PYTHON), which must already have torch with CUDA and dsd's other
+# dependencies; dsd itself is installed into it without dependencies (no network needed).
+# Usage: bash scripts/gpu-check.sh [OUTDIR]   (default: ./gpu-check; every step's output is kept there)
+set -euo pipefail
+PY=${PYTHON:-python3}
+out=${1:-gpu-check}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+
+$PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: torch sees no CUDA GPU')"
+$PY -m pip install -q --no-deps --no-build-isolation -e . >"$out/pip.txt" 2>&1 || { cat "$out/pip.txt"; exit 1; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt" || true
+
+echo "== pytest -m cuda" >&2
+$PY -m pytest -q -m cuda -rs tests 2>&1 | tee "$out/pytest-cuda.txt"
+
+echo "== a sweep on the GPU: 16 CIFAR-regime models, 4 per GPU, kill -9 after the first epoch, resumed" >&2
+run=$(mktemp -d)/cifar
+$PY -m dsd sample --space RegNetX --regime cifar --n 16 --out "$run"
+args=(--dataset synthetic --epochs 3 --train-images 20000 --eval-images 2000 --models-per-gpu 4)
+$PY -m dsd train "$run" "${args[@]}" 2>"$out/sweep-killed.txt" &
+pid=$!
+for _ in $(seq 1500); do compgen -G "$run/checkpoints/*.pt" >/dev/null && break; sleep 0.2; done
+kill -9 $pid; wait $pid || true
+$PY -m dsd train "$run" "${args[@]}" 2>&1 | tee "$out/sweep.txt"
+$PY -m dsd status "$run" 2>&1 | tee -a "$out/sweep.txt"
+$PY -m dsd export "$run" --out "$out/sweep.csv"
+echo "resumed from a checkpoint: $(grep -c 'resumed from the checkpoint' "$out/sweep.csv" || true) models" | tee -a "$out/sweep.txt"
+
+echo "== bench/train.py --device cuda" >&2
+$PY bench/train.py --device cuda 2>&1 | tee "$out/bench-train.txt"
