@@ -6,7 +6,8 @@ RandomCrop(padding) + RandomHorizontalFlip + ToTensor + Normalize, a DataLoader 
 and a plain loop. A second baseline row adds dsd's model-side settings (channels-last; bf16 autocast on a
 GPU) to the DataLoader loop, so the table separates the data path from the rest. The last table is the
 aggregate throughput of K models trained at once, one process each, as dsd's slots run them (K = 1, 2,
-4, 8 on a GPU; 1, 2 on the CPU, splitting its cores).
+4, 8 on a GPU; 1, 2 on the CPU, splitting its cores). A last table gives the cost of the checkpoint
+written after every epoch, for models of three sizes.
 
 Run: python bench/train.py [--device cpu|cuda] [--images N] [--epochs E]. Prints markdown tables.
 Data: Fashion-MNIST (CPU) or CIFAR-10 (GPU) when found, else the synthetic set of the same shape.
@@ -18,8 +19,11 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import shutil
+import tempfile
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +35,7 @@ from dsd.data import DataRequest, load, locate
 from dsd.errors import BadInput
 from dsd.model import build_model
 from dsd.spec import make_spec
-from dsd.train import TrainSettings, setup_process, train_model
+from dsd.train import TrainSettings, save_state, setup_process, train_model
 
 # a RegNetX of the fashion regime (2.5M flops) for the CPU, a CIFAR-10 model of about 100M flops for a GPU
 CPU_MODEL = dict(depths=[1, 1, 3, 1], widths=[16, 32, 128, 288], bottleneck_ratios=[2] * 4,
@@ -40,6 +44,9 @@ CPU_MODEL = dict(depths=[1, 1, 3, 1], widths=[16, 32, 128, 288], bottleneck_rati
 GPU_MODEL = dict(depths=[1, 3, 7, 4], widths=[40, 80, 176, 448], bottleneck_ratios=[1] * 4,
                  group_widths=[16] * 4, strides=[1, 2, 2, 2], stem="cifar", in_channels=3, num_classes=10,
                  resolution=32)
+REGNETX_400MF = dict(depths=[1, 2, 7, 12], widths=[32, 64, 160, 384], bottleneck_ratios=[1] * 4,
+                     group_widths=[16] * 4, strides=[2, 2, 2, 2], stem="simple", in_channels=3,
+                     num_classes=1000, resolution=224)
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -124,6 +131,28 @@ def concurrent(spec, req, settings, device: str, k: int) -> float:
     return sum(n for _, _, n in spans) / (max(e for _, e, _ in spans) - min(s for s, _, _ in spans))
 
 
+def checkpoint_cost(device: str) -> None:
+    """Time to write one epoch's checkpoint (weights and momentum, as dsd.train saves them)."""
+    print("\n| checkpoint after each epoch | params | file | write |")
+    print("|---|---:|---:|---:|")
+    folder = Path(tempfile.mkdtemp())
+    for name, kw in (("fashion model above", CPU_MODEL), ("CIFAR model above", GPU_MODEL),
+                     ("RegNetX-400MF", REGNETX_400MF)):
+        model = build_model(make_spec(**kw)).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        model(torch.randn(2, kw["in_channels"], kw["resolution"], kw["resolution"], device=device)).sum().backward()
+        opt.step()
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            save_state(folder / "c.pt", {"model": model.state_dict(), "optimizer": opt.state_dict()})
+            times.append(time.perf_counter() - start)
+        size = (folder / "c.pt").stat().st_size
+        print(f"| {name} | {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M | {size / 1e6:.1f} MB "
+              f"| {min(times) * 1000:.0f} ms |")
+    shutil.rmtree(folder)
+
+
 def request(device: str, images: int) -> DataRequest:
     """Fashion-MNIST on the CPU, CIFAR-10 on a GPU, each falling back to synthetic data of its shape."""
     name, (c, side) = ("cifar10", (3, 32)) if device.startswith("cuda") else ("fashion-mnist", (1, 28))
@@ -181,6 +210,7 @@ def main() -> None:
         total = concurrent(spec, req, settings, args.device, k)
         base = base or total
         print(f"| {k} | {total:,.0f} | {total / k:,.0f} | {total / base:.2f}x |", flush=True)
+    checkpoint_cost(args.device)
 
 if __name__ == "__main__":
     main()
