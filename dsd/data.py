@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -132,6 +133,8 @@ def _download(req: DataRequest) -> Path:
     looked = ", ".join(str(r) for r in search_roots(req))
     why = "downloading is off (--no-download)"
     if req.download:
+        made = next((p for p in reversed([target, *target.parents]) if not p.exists()), None)
+        before = set(target.iterdir()) if target.is_dir() else set()
         try:
             cls = datasets.FashionMNIST if req.kind == "fashion-mnist" else datasets.CIFAR10
             for train in (True, False):
@@ -142,6 +145,11 @@ def _download(req: DataRequest) -> Path:
             why = "the download gave no usable files"
         except Exception as e:  # noqa: BLE001  (offline, proxy, disk: all mean "get it yourself")
             why = f"the download failed ({str(e).strip().splitlines()[0]})"
+        for leftover in [made] if made else set(target.iterdir()) - before:  # a failed try leaves nothing
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
     if req.kind == "fashion-mnist":
         how = ("install Debian's package (`sudo apt-get install dataset-fashion-mnist`), or put the four "
                "*-ubyte.gz files of https://github.com/zalandoresearch/fashion-mnist into a folder and pass "

@@ -54,13 +54,19 @@ class Job:
 
 
 def needs_training(run, model_id: int, retry_failed: bool = False) -> bool:
-    """No result yet, or (with retry_failed) a failed or diverged one."""
+    """No result yet, or (with retry_failed) a failed or diverged one. A corrupt result is bad input:
+    training over it would hide that a finished result was lost."""
     path = store.result_path(run, model_id)
     if not path.exists():
         return True
-    if not retry_failed:
-        return False
-    return store.read_table(path).column("status")[0].as_py() in ("failed", "diverged")
+    try:
+        table = store.read_table(path, store.RESULT_SCHEMA)
+        if table.num_rows != 1:
+            raise BadInput(f"{path}: a result file holds one row, this one {table.num_rows}")
+        status = table.column("status")[0].as_py()
+    except BadInput as e:
+        raise BadInput(f"{e}; delete it to train model {model_id} again") from None
+    return retry_failed and status in ("failed", "diverged")
 
 
 def plan(run, settings: TrainSettings, ids: list[int] | None = None, retry_failed: bool = False) -> list[Job]:
@@ -429,8 +435,12 @@ def train_runs(runs: list[Path], *, ids: list[int] | None = None, limit: int | N
     """
     if backend not in ("local", "ray"):
         raise BadInput(f"--backend {backend}: expected local or ray")
-    if models_per_gpu < 1 or cpu_workers < 1 or (limit is not None and limit < 0):
-        raise BadInput("--models-per-gpu and --cpu-workers must be at least 1, --limit not negative")
+    if ray_address and backend != "ray":
+        raise BadInput(f"--ray-address {ray_address} needs --backend ray")
+    for option, value, least in (("--models-per-gpu", models_per_gpu, 1), ("--cpu-workers", cpu_workers, 1),
+                                 ("--limit", limit, 1), ("--loader-workers", overrides.get("loader_workers"), 0)):
+        if value is not None and value < least:
+            raise BadInput(f"{option} must be at least {least}, got {value}")
     if backend == "local":
         device = resolve_device(device)  # with Ray, the cluster's resources decide
     jobs = [job for run in runs for job in plan(run, run_settings(run, **overrides), ids, retry_failed)]

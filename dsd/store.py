@@ -67,7 +67,9 @@ def read_meta(run: Path) -> dict:
     try:
         meta = yaml.safe_load((run / RUN_FILE).read_text())
     except yaml.YAMLError as e:
-        raise BadInput(f"{run / RUN_FILE}: not valid YAML ({str(e).splitlines()[0]})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise BadInput(f"{run / RUN_FILE}: not valid YAML ({where}{getattr(e, 'problem', None) or e})") from None
     if not isinstance(meta, dict):
         raise BadInput(f"{run / RUN_FILE}: not a run description")
     return meta
@@ -112,11 +114,24 @@ def read_results(run: Path) -> pa.Table:
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()  # read once, at import: os.umask can only be read by setting it
+
+
 def write_atomic(path: Path, write) -> None:
-    """Call write(tmp_path), then rename onto path: readers never see a partial file."""
+    """Call write(tmp_path), then rename onto path: readers never see a partial file.
+
+    The file gets the usual permissions (0666 less the umask), not mkstemp's private 0600, so that
+    other users and hosts sharing the run folder can read it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~UMASK)
     os.close(fd)
     try:
         write(tmp)

@@ -234,6 +234,11 @@ def test_bad_input_exits_2_and_changes_nothing(tiny_run, tmp_path, monkeypatch, 
         ([run, "--dataset", "synthetic", "--eval-images", "0"], "--eval-images must be positive"),
         ([run, "--seed", "-1"], "--seed"),
         ([run, "--backend", "slurm"], "--backend"),
+        ([run, "--ids", "5-2"], "--ids 5-2"),
+        ([run, "--limit", "0"], "--limit must be at least 1"),
+        ([run, "--loader-workers", "-1"], "--loader-workers must be at least 0"),
+        ([run, "--cpu-workers", "0"], "--cpu-workers must be at least 1"),
+        ([run, "--ray-address", "auto"], "needs --backend ray"),
         ([tmp_path / "nowhere"], "no such run folder"),
     ]
     for args, message in cases:
@@ -244,6 +249,35 @@ def test_bad_input_exits_2_and_changes_nothing(tiny_run, tmp_path, monkeypatch, 
         assert exit_.value.code == 2, (args, err)
         assert message in err and len(err.strip().splitlines()) == 1, (args, err)
     assert {r: listing(r) for r in (run, cifar_run)} == before
+
+
+def test_a_corrupt_result_file_is_bad_input_not_a_finished_model(tiny_run):
+    run = tiny_run(2)
+    (run / store.RESULTS_DIR).mkdir()
+    for name, content in (("1.parquet", b"garbage"), ("0.parquet", b"")):
+        (run / store.RESULTS_DIR / name).write_bytes(content)
+    proc = dsd("train", run, *FAST)
+    assert proc.returncode == 2 and "0.parquet" in proc.stderr and "delete it" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert result_bytes(run) == {"0.parquet": b"", "1.parquet": b"garbage"}
+    assert not (run / store.CLAIMS_DIR).exists() or not list((run / store.CLAIMS_DIR).iterdir())
+
+
+def test_a_malformed_run_yaml_is_named_with_its_line(tiny_run):
+    run = tiny_run(1)
+    (run / store.RUN_FILE).write_text("space: RegNetX\nregime: {name: fashion\nseed: 0\n")
+    for command in ("status", "train"):
+        proc = dsd(command, run)
+        assert proc.returncode == 2 and "run.yaml: not valid YAML (line 3" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_written_files_are_readable_by_others_as_the_umask_allows(tiny_run):
+    run = tiny_run(1)
+    proc = subprocess.run([sys.executable, "-m", "dsd", "train", str(run), *FAST], capture_output=True, text=True,
+                          timeout=300, preexec_fn=lambda: os.umask(0o027))
+    assert proc.returncode == 0, proc.stderr
+    assert (store.result_path(run, 0).stat().st_mode & 0o777) == 0o640  # not mkstemp's 0600
 
 
 def test_ray_backend_finishes_a_run_with_the_same_layout(tiny_run):

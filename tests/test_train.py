@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -92,6 +93,27 @@ def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
     req = DataRequest("fashion-mnist", 28, 1, 10, data_dir=str(tmp_path), download=False)
     with pytest.raises(BadInput, match="apt-get install dataset-fashion-mnist"):
         locate(req)
+
+
+def test_a_failed_download_leaves_nothing_behind(tmp_path, monkeypatch):
+    import torchvision
+
+    class Offline:
+        def __init__(self, root, train, download):
+            (Path(root) / "FashionMNIST" / "raw").mkdir(parents=True)
+            (Path(root) / "FashionMNIST" / "raw" / "part.gz").write_bytes(b"x")
+            raise OSError("network unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", Offline)
+    monkeypatch.setattr(dsd_data, "DEBIAN_FASHION", tmp_path / "none")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    for folder in (tmp_path / "new" / "sub", tmp_path / "mine"):
+        with pytest.raises(BadInput, match="network unreachable"):
+            locate(DataRequest("fashion-mnist", 28, 1, 10, data_dir=str(folder)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
 
 
 def test_data_that_does_not_fit_the_models_is_refused():

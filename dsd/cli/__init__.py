@@ -7,6 +7,7 @@ helpers every command shares.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from dsd import __version__
+
+        print(f"dsd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print dsd's version and exit.")) -> None:
+    pass
+
 
 RUNS_ROOT = Path("runs")
 RUNS_ARG = typer.Argument(None, metavar="RUN", help="Run folders (default: every run under ./runs).",
@@ -65,13 +82,28 @@ def resolve_runs(runs: list[Path] | None) -> list[Path]:
     return found
 
 
+def check_out(out: Path) -> Path:
+    """--out FILE, refused before any work when it names a folder or lies where nothing can be written.
+
+    Missing folders on the way are made when the file is written.
+    """
+    if out.is_dir():
+        raise BadInput(f"--out {out}: is a folder; give a file name")
+    existing = out.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInput(f"--out {out}: cannot write into {existing}")
+    return out
+
+
 def figure_path(out: Path | None, default_dir: Path, default_name: str) -> Path:
     """Where a figure goes: --out FILE (PNG, SVG or PDF by extension) or DIR/NAME.png."""
     if out is None:
         return Path(default_dir) / f"{default_name}.png"
     if out.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise BadInput(f"--out {out}: a figure must end in .png, .svg or .pdf")
-    return out
+    return check_out(out)
 
 
 def main() -> None:

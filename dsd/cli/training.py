@@ -19,8 +19,10 @@ def parse_ids(text: Optional[str]) -> Optional[list[int]]:
         for part in text.split(","):
             lo, _, hi = part.strip().partition("-")
             ids += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+            if hi and int(hi) < int(lo):
+                raise ValueError
     except ValueError:
-        raise BadInput(f"--ids {text}: expected model ids like 0,3,7-9") from None
+        raise BadInput(f"--ids {text}: expected model ids like 0,3,7-9 (ranges low-high)") from None
     return ids
 
 
