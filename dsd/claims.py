@@ -146,4 +146,5 @@ def run_status(run) -> dict:
             "regime": regime.get("name") if isinstance(regime, dict) else None, "sampled": sampled,
             **counts, "running": len(running), "pending": sampled - len(finished | running),
             "best_error": min(errors) if errors else None,
-            "mean_error": sum(errors) / len(errors) if errors else None}
+            "mean_error": sum(errors) / len(errors) if errors else None,
+            "mixed_settings": store.mixed_settings(results)}

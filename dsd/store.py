@@ -123,6 +123,19 @@ def _umask() -> int:
 UMASK = _umask()  # read once, at import: os.umask can only be read by setting it
 
 
+SETTING_COLUMNS = ("dataset", "epochs", "batch_size", "lr", "wd", "train_images", "eval_images")
+
+
+def mixed_settings(results: list[dict]) -> dict[str, list]:
+    """The training settings on which a run's finished models differ: {column: distinct values}.
+
+    Models trained under other settings (another data set, more epochs, ...) are not comparable, and
+    the statistics would pool them; callers warn."""
+    done = [r for r in results if r.get("status") == "done"]
+    values = {c: sorted({r.get(c) for r in done}, key=str) for c in SETTING_COLUMNS}
+    return {c: v for c, v in values.items() if len(v) > 1}
+
+
 def write_atomic(path: Path, write) -> None:
     """Call write(tmp_path), then rename onto path: readers never see a partial file.
 

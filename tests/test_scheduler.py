@@ -111,7 +111,11 @@ def test_limit_and_ids_choose_the_models(tiny_run):
     assert trained_ids(dsd("train", run, *FAST, "--ids", "1,3", "--json")) == [1, 3]
     assert trained_ids(dsd("train", run, *FAST, "--limit", "1", "--json")) == [0]
     status = json.loads(dsd("status", run, "--json").stdout)[0]
-    assert (status["done"], status["pending"]) == (3, 1)
+    assert (status["done"], status["pending"]) == (3, 1) and status["mixed_settings"] == {}
+    shorter = [a if a != "3" else "2" for a in FAST]
+    assert trained_ids(dsd("train", run, *shorter, "--ids", "2", "--json")) == [2]
+    assert json.loads(dsd("status", run, "--json").stdout)[0]["mixed_settings"] == {"epochs": [2, 3]}
+    assert "trained under different settings (epochs: 2, 3)" in dsd("status", run).stderr
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds worker processes through /proc")

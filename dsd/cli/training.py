@@ -116,6 +116,11 @@ def status(
     cols = ["run", "space", "regime", "sampled", "done", "failed", "diverged", "running", "pending",
             "best_error", "mean_error"]
     say_table([cols] + [[_cell(r[c]) for c in cols] for r in rows], left={0, 1, 2})
+    for r in rows:
+        if r["mixed_settings"]:
+            differ = "; ".join(f"{c}: {', '.join(map(str, v))}" for c, v in r["mixed_settings"].items())
+            say(f"warning: {r['run']}: its models were trained under different settings ({differ}); "
+                f"the errors are not comparable")
 
 
 def _cell(value) -> str:
