@@ -296,6 +296,19 @@ def test_ray_backend_finishes_a_run_with_the_same_layout(tiny_run):
     assert trained_ids(dsd("train", run, *FAST, "--backend", "ray", "--json", timeout=300)) == []
 
 
+def test_slots_give_k_models_to_every_gpu_or_split_the_cpu_cores(monkeypatch):
+    import torch
+
+    from dsd.scheduler import slots_for
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert slots_for("cuda", models_per_gpu=3) == [("cuda:0", 2)] * 3 + [("cuda:1", 2)] * 3
+    assert slots_for("cuda:1", models_per_gpu=2) == [("cuda:1", 4)] * 2  # at most 4 threads per slot
+    assert slots_for("cpu", cpu_workers=4) == [("cpu", 4)] * 4
+    assert slots_for("cpu") == [("cpu", 16)]
+
+
 @pytest.mark.cuda
 def test_several_models_per_gpu(tiny_run):
     import torch
