@@ -47,12 +47,16 @@ def model_statistics(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def pick_stats(stats: pd.DataFrame, wanted: list[str] | None) -> list[str]:
-    """The requested statistics (BadInput naming unknown ones), or by default every one that varies."""
-    if not wanted:
+    """The requested statistics (BadInput naming unknown ones), or with None every one that varies.
+
+    An empty list is refused: `--stats ''` is more likely a lost shell variable than a wish for all."""
+    if wanted is None:
         varying = [c for c in stats.columns if stats[c].nunique() > 1]
         if not varying:
             raise BadInput("no statistic varies across the trained models (too few trained yet?)")
         return varying
+    if not wanted:
+        raise BadInput("--stats: no statistic named")
     wanted = [ALIASES.get(s, s) for s in wanted]
     unknown = [s for s in wanted if s not in stats.columns]
     if unknown:
@@ -69,7 +73,7 @@ def best_indices(errors: np.ndarray, samples: int, subsample: float, rng: np.ran
     return idx[np.arange(samples), np.argmin(errors[idx], axis=1)]
 
 
-def check_settings(samples: int, subsample: float, level: float) -> None:
+def check_settings(samples: int, subsample: float = 0.25, level: float = 0.95) -> None:
     if samples < 1:
         raise BadInput(f"--samples must be at least 1, got {samples}")
     if not 0 < subsample <= 1:

@@ -34,10 +34,16 @@ def edf_steps(errors, weights=None) -> tuple[np.ndarray, np.ndarray]:
     return errors[order], np.cumsum(w)
 
 
-def bin_edges(values, bins: int, lo: float | None = None, hi: float | None = None) -> np.ndarray:
-    """k equal-width bins over [lo, hi] (default: the range of the values)."""
+def check_bins(bins: int) -> None:
+    """--bins is refused below 1 even where it goes unused (no --normalize, flops all equal), so that
+    the same value is accepted or refused by every command, whatever the data."""
     if bins < 1:
         raise BadInput(f"--bins must be at least 1, got {bins}")
+
+
+def bin_edges(values, bins: int, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """k equal-width bins over [lo, hi] (default: the range of the values)."""
+    check_bins(bins)
     values = np.asarray(values, dtype=float)
     lo = float(np.min(values)) if lo is None else lo
     hi = float(np.max(values)) if hi is None else hi
@@ -73,6 +79,7 @@ def weighted_ks(e1, w1, e2, w2) -> tuple[float, float]:
 def run_weights(frame: pd.DataFrame, normalize: str | None, bins: int) -> np.ndarray:
     """Per-row EDF weights of a frame of scored models: 1/n per run, or complexity-normalized per run
     with bin edges shared by all runs (so that every run is binned the same way)."""
+    check_bins(bins)
     if normalize is None:
         return 1.0 / frame.groupby("run")["err"].transform("size").to_numpy()
     if normalize not in NORMALIZE:

@@ -14,8 +14,8 @@ import pandas as pd
 import yaml
 
 from dsd import plots, store
-from dsd.bootstrap import model_statistics, trends
-from dsd.edf import edf_curves, edf_table
+from dsd.bootstrap import check_settings, model_statistics, trends
+from dsd.edf import check_bins, edf_curves, edf_table
 from dsd.errors import BadInput
 from dsd.fit import fit_runs
 from dsd.load import run_meta, run_names, run_path, scored, top_error
@@ -136,7 +136,12 @@ def _plain_values(column: pd.Series):
 
 
 def build_report(frame: pd.DataFrame, samples: int = 10_000, seed: int = 0, bins: int = 10) -> str:
-    """The HTML text of the report for the runs in frame (each must have trained models)."""
+    """The HTML text of the report for the runs in frame (each must have trained models).
+
+    Bad options are refused up front: the trends section turns BadInput into a note, which is right
+    for data too thin for trends but would hide a bad --samples."""
+    check_settings(samples)
+    check_bins(bins)
     summary = edf_table(frame)
     fits = fit_runs(frame, top=20)
     names = ", ".join(run_names(frame))

@@ -128,12 +128,43 @@ def test_bad_runs_exit_2_and_change_nothing(tmp_path, kind, message):
     (("trends", "--stats", "d9"), "--stats"), (("trends", "--subsample", 2), "--subsample"),
     (("fit-linear", "--top", 0), "--top"), (("edf", "--out", "fig.txt"), "--out"),
     (("fit-linear", "--out", "fig.txt"), "--out"), (("trends", "--out", "fig.jpg"), "--out"),
-    (("report", "--out", "r.pdf"), "--out"), (("export", "--out", "x.json"), "--out")])
+    (("report", "--out", "r.pdf"), "--out"), (("export", "--out", "x.json"), "--out"),
+    (("report", "--samples", 0), "--samples"), (("report", "--bins", 0), "--bins"),
+    (("trends", "--stats", ""), "--stats: no statistic named"), (("trends", "--stats", " , "), "no statistic named"),
+    (("edf", "--bins", 0), "--bins"), (("edf", "--bins", -3, "--normalize", "flops"), "--bins")])
 def test_bad_options_exit_2_and_change_nothing(runs, args, message):
     before = _snapshot(runs)
     code, out, err = dsd(args[0], runs / "runs/xa", *args[1:])
-    assert code == 2 and message in err and out == ""
+    assert code == 2 and message in err and out == "" and len(err.strip().splitlines()) == 1, err
     assert _snapshot(runs) == before
+
+
+@pytest.mark.parametrize("command, name", [("report", "d.html"), ("export", "d.csv"), ("edf", "d.png")])
+def test_out_that_cannot_be_written_exits_2_and_changes_nothing(runs, tmp_path, command, name):
+    """A folder named like the file, or a path under a plain file: refused before any work."""
+    (tmp_path / "figs" / name).mkdir(parents=True)
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    before = _snapshot(runs), _snapshot(tmp_path)
+    for out, message in [(tmp_path / "figs" / name, "is a folder"), (tmp_path / "notes.txt" / name, "cannot write")]:
+        code, stdout, err = dsd(command, runs / "runs/xa", "--out", out)
+        assert code == 2 and f"--out {out}: {message}" in err and stdout == "", err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert (_snapshot(runs), _snapshot(tmp_path)) == before
+
+
+def test_json_names_the_figure(runs, tmp_path):
+    a, b = runs / "runs/xa", runs / "runs/regnetx"
+    for command, key, extra in [("edf", "runs", ()), ("search-efficiency", "search_efficiency", ()),
+                                ("fit-linear", "fits", ("--top", 3)),
+                                ("trends", "trends", ("--samples", 100, "--stats", "d1"))]:
+        path = tmp_path / f"{command}.svg"
+        code, out, err = dsd(command, a, b, "--out", path, "--json", *extra)
+        assert code == 0, err
+        result = json.loads(out)
+        assert result["figure"] == str(path) and path.exists() and result[key]
+        code, out, err = dsd(command, a, "--json", *extra)
+        assert code == 0 and json.loads(out)["figure"] is None, err
+    assert result["figure_across"] == str(tmp_path / "trends_across.svg")
 
 
 def test_entry_point_exit_code_and_help(tmp_path):
@@ -151,6 +182,10 @@ def test_single_trained_model(tmp_path):
                     statuses=["done", "untrained", "failed"])
     code, _, err = dsd("trends", run)
     assert code == 2 and "no statistic varies" in err
+    for option in ["--samples", "--bins"]:  # bad input even where the data leaves the option unused
+        code, _, err = dsd("report", run, option, 0)
+        assert code == 2 and option in err, err
+    assert not (run / "report.html").exists()
     for command in ["edf", "search-efficiency", "fit-linear", "report"]:
         code, _, err = dsd(command, run)
         assert code == 0, (command, err)

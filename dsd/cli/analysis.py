@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from dsd.cli import JSON, RUNS_ARG, app, emit_json, figure_path, resolve_runs, say, say_table
+from dsd.cli import JSON, RUNS_ARG, app, check_out, emit_json, figure_path, resolve_runs, say, say_table
 from dsd.errors import BadInput
 
 PLOT = typer.Option(False, "--plot",
@@ -34,10 +34,13 @@ def _load(runs):
     return paths, frame
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: Path) -> str:
+    """Write the figure and name it on stderr; the name is returned for --json, where stderr is not read."""
     from dsd.plots import save
 
-    say(f"figure: {save(fig, path)}")
+    saved = str(save(fig, path))
+    say(f"figure: {saved}")
+    return saved
 
 
 def _num(v, fmt: str = ".1f") -> str:
@@ -81,14 +84,16 @@ def edf(
 
     paths, frame = _load(runs)
     table = edf_table(frame, normalize, bins)
+    figure = None
     if plot or out:
         from dsd.load import top_error
         from dsd.plots import edf_figure
 
         path = figure_path(out, paths[0], "edf" + (f"_{normalize}" if normalize else ""))
-        _save(edf_figure(edf_curves(frame, normalize, bins), table, normalize, top_error(frame)), path)
+        figure = _save(edf_figure(edf_curves(frame, normalize, bins), table, normalize, top_error(frame)), path)
     if json_out:
-        emit_json({"normalize": normalize, "bins": bins if normalize else None, "runs": _records(table)})
+        emit_json({"normalize": normalize, "bins": bins if normalize else None, "runs": _records(table),
+                   "figure": figure})
         return
     _say_table(table, [("run", "s"), ("n", "d"), ("done", "d"), ("diverged", "d"), ("failed", "d"),
                        ("untrained", "d"), ("min", ".1f"), ("mean", ".1f"), ("median", ".1f"), ("ks_d", ".3f"),
@@ -120,21 +125,23 @@ def trends(
     from dsd import bootstrap
 
     paths, frame = _load(runs)
-    wanted = [s.strip() for s in stats.split(",") if s.strip()] if stats else None
+    wanted = [s.strip() for s in stats.split(",") if s.strip()] if stats is not None else None
     table = bootstrap.trends(frame, wanted, samples, subsample, level, seed)
+    figure = across = None
     if plot or out:
         from dsd.load import scored
         from dsd.plots import trends_across_runs_figure, trends_figure
 
         models = scored(frame)
         path = figure_path(out, paths[0], "trends")
-        _save(trends_figure(models, bootstrap.model_statistics(models), table), path)
+        figure = _save(trends_figure(models, bootstrap.model_statistics(models), table), path)
         if len(paths) > 1:
             flops = models.groupby("run")["flops"].median().to_dict()
-            _save(trends_across_runs_figure(table, flops), path.with_name(f"{path.stem}_across{path.suffix}"))
+            across = _save(trends_across_runs_figure(table, flops),
+                           path.with_name(f"{path.stem}_across{path.suffix}"))
     if json_out:
         emit_json({"samples": samples, "subsample": subsample, "level": level, "seed": seed,
-                   "trends": _records(table)})
+                   "trends": _records(table), "figure": figure, "figure_across": across})
         return
     _say_table(table, [("run", "s"), ("stat", "s"), ("n", "d"), ("lo", ".4g"), ("median", ".4g"), ("hi", ".4g"),
                        ("best_model", ".4g")])
@@ -167,9 +174,9 @@ def fit_linear(
     if figure:
         from dsd.plots import fit_figure
 
-        _save(fit_figure(frame, fits), figure)
+        figure = _save(fit_figure(frame, fits), figure)
     if json_out:
-        emit_json({"fits": _records(fits)})
+        emit_json({"fits": _records(fits), "figure": figure})
         return
     _say_table(fits, [("run", "s"), ("scope", "s"), ("model_id", "d"), ("rank", "d"), ("depth", "d"),
                       ("error", ".1f"), ("w0", ".0f"), ("wa", ".2f"), ("wm", ".2f"), ("e_fit", ".3f")])
@@ -195,12 +202,13 @@ def search_efficiency(
 
     paths, frame = _load(runs)
     table = search.search_efficiency(frame)
+    figure = None
     if plot or out:
         from dsd.plots import search_figure
 
-        _save(search_figure(table), figure_path(out, paths[0], "search_efficiency"))
+        figure = _save(search_figure(table), figure_path(out, paths[0], "search_efficiency"))
     if json_out:
-        emit_json({"search_efficiency": _records(table)})
+        emit_json({"search_efficiency": _records(table), "figure": figure})
         return
     _say_table(table, [("run", "s"), ("k", "d"), ("mean", ".2f"), ("std", ".2f"), ("q25", ".2f"), ("q75", ".2f")])
 
@@ -222,8 +230,10 @@ def report(
     """
     from dsd.report import write_report
 
-    if out is not None and out.suffix.lower() not in (".html", ".htm"):
-        raise BadInput(f"--out {out}: the report is an .html file")
+    if out is not None:
+        if out.suffix.lower() not in (".html", ".htm"):
+            raise BadInput(f"--out {out}: the report is an .html file")
+        check_out(out)
     paths, frame = _load(runs)
     path = write_report(frame, out or paths[0] / "report.html", samples=samples, seed=seed, bins=bins)
     if json_out:
@@ -246,6 +256,7 @@ def export(
     """
     from dsd.load import export as export_frame
 
+    check_out(out)
     _, frame = _load(runs)
     path = export_frame(frame, out)
     if json_out:
