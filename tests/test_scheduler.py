@@ -116,6 +116,7 @@ def test_limit_and_ids_choose_the_models(tiny_run):
     assert trained_ids(dsd("train", run, *shorter, "--ids", "2", "--json")) == [2]
     assert json.loads(dsd("status", run, "--json").stdout)[0]["mixed_settings"] == {"epochs": [2, 3]}
     assert "trained under different settings (epochs: 2, 3)" in dsd("status", run).stderr
+    assert "trained under different settings (epochs: 2, 3)" in dsd("edf", run).stderr
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds worker processes through /proc")

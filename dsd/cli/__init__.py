@@ -58,6 +58,15 @@ def say_table(cells: list[list[str]], left: set[int]) -> None:
         say("  ".join(v.ljust(w) if i in left else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
 
 
+def warn_mixed_settings(run: str, differ: dict[str, list]) -> None:
+    """Say that a run pools models trained under different settings (dsd.store.mixed_settings)."""
+    if differ:
+        what = "; ".join(f"{c}: {', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in values)}"
+                         for c, values in differ.items())
+        say(f"warning: {run}: its models were trained under different settings ({what}); "
+            f"their errors are not comparable")
+
+
 def emit_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=_json_default))
 

@@ -10,7 +10,8 @@ from typing import List, Optional
 
 import typer
 
-from dsd.cli import JSON, RUNS_ARG, app, check_out, emit_json, figure_path, resolve_runs, say, say_table
+from dsd.cli import (JSON, RUNS_ARG, app, check_out, emit_json, figure_path, resolve_runs, say, say_table,
+                     warn_mixed_settings)
 from dsd.errors import BadInput
 
 PLOT = typer.Option(False, "--plot",
@@ -31,7 +32,15 @@ def _load(runs):
             say(f"skipping runs with no trained model yet: {', '.join(idle)}")
             paths = [p for p in paths if str(p) not in {run_path(frame, n) for n in idle}]
             frame = load_runs(paths)
+    _warn_mixed(frame)
     return paths, frame
+
+
+def _warn_mixed(frame) -> None:
+    from dsd.store import SETTING_COLUMNS, mixed_settings
+
+    for name, part in frame.groupby("run", sort=False):
+        warn_mixed_settings(f"run {name}", mixed_settings(part[["status", *SETTING_COLUMNS]].to_dict("records")))
 
 
 def _save(fig, path: Path) -> str:

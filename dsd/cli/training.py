@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from dsd.cli import JSON, RUNS_ARG, app, emit_json, resolve_runs, say, say_table
+from dsd.cli import JSON, RUNS_ARG, app, emit_json, resolve_runs, say, say_table, warn_mixed_settings
 from dsd.errors import BadInput
 
 
@@ -117,10 +117,7 @@ def status(
             "best_error", "mean_error"]
     say_table([cols] + [[_cell(r[c]) for c in cols] for r in rows], left={0, 1, 2})
     for r in rows:
-        if r["mixed_settings"]:
-            differ = "; ".join(f"{c}: {', '.join(map(str, v))}" for c, v in r["mixed_settings"].items())
-            say(f"warning: {r['run']}: its models were trained under different settings ({differ}); "
-                f"the errors are not comparable")
+        warn_mixed_settings(r["run"], r["mixed_settings"])
 
 
 def _cell(value) -> str:
