@@ -68,8 +68,10 @@ def parse_quantity(text: str) -> float:
     return float(m.group(1)) * UNITS[m.group(2).upper()]
 
 
-def parse_range(text: str, what: str) -> tuple[float, float]:
-    """'360M:400M', ':2M' (at most), '1G:' (at least), or one value '400M' (at most)."""
+def parse_range(text: str, label: str) -> tuple[float, float]:
+    """'360M:400M', ':2M' (at most), '1G:' (at least), or one value '400M' (at most).
+
+    label says where the text came from in messages (an option, or a space file's key)."""
     lo, sep, hi = text.partition(":")
     try:
         if not sep:
@@ -77,16 +79,16 @@ def parse_range(text: str, what: str) -> tuple[float, float]:
         low = parse_quantity(lo) if lo.strip() else 0.0
         high = parse_quantity(hi) if hi.strip() else math.inf
     except BadInput as e:
-        raise BadInput(f"--{what} {text}: {e}") from None
+        raise BadInput(f"{label} {text}: {e}") from None
     if low > high:
-        raise BadInput(f"--{what} {text}: low {lo} is above high {hi}")
+        raise BadInput(f"{label} {text}: low {lo} is above high {hi}")
     return low, high
 
 
 def with_overrides(regime: Regime, flops: str | None = None, params: str | None = None,
                    acts: str | None = None) -> Regime:
     """The regime with --flops / --params / --acts ranges applied."""
-    changes = {k: parse_range(v, k) for k, v in (("flops", flops), ("params", params), ("acts", acts)) if v}
+    changes = {k: parse_range(v, f"--{k}") for k, v in (("flops", flops), ("params", params), ("acts", acts)) if v}
     return replace(regime, **changes)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from dsd import complexity as cx
 from dsd.errors import BadInput
-from dsd.regimes import Regime, parse_range
+from dsd.regimes import Regime
 from dsd.regnet import compatible_widths
 from dsd.spaces import Param, Space
 from dsd.spec import ModelSpec
@@ -211,9 +211,7 @@ def model_row(i: int, space: Space, seed: int, spec: ModelSpec, key: str, counts
 
 def regime_for(space: Space, regime: Regime) -> Regime:
     """The space file's own complexity ranges (if any) applied over the regime's."""
-    if not space.complexity:
-        return regime
-    return replace(regime, **{k: parse_range(str(v), k) for k, v in space.complexity.items()})
+    return replace(regime, **space.complexity) if space.complexity else regime
 
 
 def run_description(space, regime, seed: int, n: int) -> dict:

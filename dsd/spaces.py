@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from dsd.errors import BadInput
+from dsd.regimes import parse_range
 from dsd.spec import BLOCKS, STEMS
 
 TOP_KEYS = {"name", "short", "description", "extends", "network", "parameters", "non_decreasing", "rule",
@@ -26,6 +28,12 @@ DISTRIBUTIONS = ("uniform", "log_uniform", "choice")
 STAGE_PARAMS = ("depth", "width", "bottleneck_ratio", "group_width")
 REGNET_PARAMS = ("depth", "w0", "wa", "wm", "bottleneck_ratio", "group_width")
 RULES = ("quantized_linear",)
+# The smallest value a parameter can take, and whether that bound itself is allowed: depths, widths and
+# group widths count channels or blocks, b > 0, and PAPER.md section 3 has w0 > 0, wa >= 0, wm > 1.
+LOWER_BOUNDS = {"depth": (1, True), "width": (1, True), "group_width": (1, True), "bottleneck_ratio": (0, False),
+                "w0": (0, False), "wa": (0, True), "wm": (1, False)}
+# `short` names the default run folder runs/SHORT, so it must stay one plain folder name inside runs/.
+SHORT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ class Space:
     non_decreasing: tuple[str, ...] = ()
     rule: dict | None = None
     regime: str | None = None
-    complexity: dict | None = None
+    complexity: dict | None = None  # flops / params / acts -> (low, high), parsed from the file's ranges
     source: dict | None = None  # the resolved (merged) mapping, as stored in run.yaml
 
     @property
@@ -148,18 +156,26 @@ def _resolve_file(ref: str, relative_to: Path | None = None) -> Path:
     for candidate in ([relative_to / ref] if relative_to else []) + [Path(ref)]:
         if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
             return candidate
+    if Path(ref).suffix in (".yaml", ".yml"):
+        raise BadInput(f"space file {ref} does not exist")
     raise BadInput(f"unknown space {ref!r} (known: {', '.join(builtin_names())}; or a path to a .yaml file)")
 
 
 def _load_mapping(path: Path, seen: tuple = ()) -> dict:
+    """The file's mapping merged over its `extends` chain; seen: the resolved files extending it."""
     if path.resolve() in seen:
-        raise BadInput(f"{path}: `extends` loops back to itself")
+        cycle = " -> ".join(p.name for p in seen + (path.resolve(),))
+        raise BadInput(f"{path}: `extends` makes a cycle: {cycle}")
     data = _read_yaml(path)
     unknown = set(data) - TOP_KEYS
     if unknown:
         raise BadInput(f"{path}: unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(TOP_KEYS))})")
     if data.get("extends"):
-        base = _load_mapping(_resolve_file(data["extends"], path.parent), seen + (path.resolve(),))
+        try:
+            parent = _resolve_file(str(data["extends"]), path.parent)
+        except BadInput as e:
+            raise BadInput(f"{path}: extends: {e}") from None
+        base = _load_mapping(parent, seen + (path.resolve(),))
         base.pop("extends", None)
         data = _merge(base, {k: v for k, v in data.items() if k != "extends"})
     return data
@@ -169,6 +185,13 @@ def load_space(ref: str | Path) -> Space:
     """Load, merge (`extends`) and validate a space given by built-in name or file path."""
     path = _resolve_file(str(ref))
     return space_from_mapping(_load_mapping(path), where=str(path))
+
+
+def check_lowest(name: str, lowest: float, label: str) -> None:
+    """Refuse a parameter value below what the parameter can take (LOWER_BOUNDS); label names its source."""
+    bound, allowed = LOWER_BOUNDS[name]
+    if lowest < bound or (lowest == bound and not allowed):
+        raise BadInput(f"{label} must be {'>=' if allowed else '>'} {bound}, got {lowest:g}")
 
 
 def _param(name: str, d: dict, where: str, regnet: bool) -> Param:
@@ -188,8 +211,7 @@ def _param(name: str, d: dict, where: str, regnet: bool) -> Param:
         values = d.get("values")
         if not isinstance(values, list) or not values or not all(isinstance(v, (int, float)) for v in values):
             raise BadInput(f"{where}: parameter {name!r}: choice needs a non-empty list of numbers in `values`")
-        if any(v <= 0 for v in values):
-            raise BadInput(f"{where}: parameter {name!r}: values must be positive")
+        check_lowest(name, min(values), f"{where}: parameter {name!r}: values")
         return Param(name, dist, values=tuple(values), per_stage=per_stage, shared=bool(d.get("shared", False)))
     low, high, q = d.get("low"), d.get("high"), d.get("quantum")
     for key, v in (("low", low), ("high", high)):
@@ -199,6 +221,7 @@ def _param(name: str, d: dict, where: str, regnet: bool) -> Param:
         raise BadInput(f"{where}: parameter {name!r}: low {low} is above high {high}")
     if dist == "log_uniform" and low <= 0:
         raise BadInput(f"{where}: parameter {name!r}: log_uniform needs low > 0, got {low}")
+    check_lowest(name, low, f"{where}: parameter {name!r}: low")
     if q is not None and (not isinstance(q, (int, float)) or q <= 0):
         raise BadInput(f"{where}: parameter {name!r}: quantum must be a positive number, got {q!r}")
     if q and math.floor(high / q) < math.ceil(low / q):
@@ -265,7 +288,12 @@ def space_from_mapping(data: dict, where: str = "space") -> Space:
         bad = set(complexity) - {"flops", "params", "acts"} if isinstance(complexity, dict) else {"?"}
         if bad:
             raise BadInput(f"{where}: complexity: only flops, params, acts ranges are allowed")
-    return Space(name=str(data["name"]), short=str(data.get("short") or str(data["name"]).lower()),
-                 description=str(data.get("description", "")), network=net, params=parsed,
-                 non_decreasing=tuple(order), rule=rule, regime=data.get("regime"), complexity=complexity,
-                 source=data)
+        complexity = {k: parse_range(str(v), f"{where}: complexity: {k}") for k, v in complexity.items()}
+    short = str(data.get("short") or str(data["name"]).lower())
+    if not SHORT_NAME.fullmatch(short):
+        hint = "" if data.get("short") else " (taken from the name; set `short:`)"
+        raise BadInput(f"{where}: short {short!r}{hint} is not a plain folder name "
+                       f"(letters, digits, '-', '_', '.'; not starting with '.')")
+    return Space(name=str(data["name"]), short=short, description=str(data.get("description", "")),
+                 network=net, params=parsed, non_decreasing=tuple(order), rule=rule, regime=data.get("regime"),
+                 complexity=complexity, source=data)

@@ -175,6 +175,14 @@ def _comparable(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if k not in ("n", "dsd_version")}
 
 
+def _differences(old, new, prefix: str = "") -> list[str]:
+    """Dotted keys on which two run descriptions differ (regime.flops rather than regime)."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [prefix]
+    return [d for k in sorted(set(old) | set(new), key=str)
+            for d in _differences(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k))]
+
+
 def check_run_folder(folder: Path, meta: dict, force: bool) -> str:
     """Decide what sampling into folder means: 'new', 'same' (nothing to do) or 'extend' (more models).
 
@@ -192,7 +200,7 @@ def check_run_folder(folder: Path, meta: dict, force: bool) -> str:
     if force and (old_c != new_c or meta["n"] < old.get("n", 0)):
         return "replace"
     if old_c != new_c:
-        diff = sorted(k for k in set(old_c) | set(new_c) if old_c.get(k) != new_c.get(k))
+        diff = _differences(old_c, new_c)
         raise BadInput(f"{folder} was sampled with other arguments (differs in: {', '.join(diff)}); "
                        f"use --force to replace it and its results, or another --out")
     if meta["n"] == old.get("n"):

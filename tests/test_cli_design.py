@@ -73,6 +73,23 @@ BAD_SPACES = {
     "low_high": ("name: Bad\nextends: AnyNetXA\nparameters:\n  depth: {low: 9, high: 3}\n", "low 9 is above high 3"),
     "log_nonpositive": ("name: Bad\nextends: AnyNetXA\nparameters:\n  width: {low: 0}\n", "log_uniform needs low > 0"),
     "unsatisfiable": ("name: Bad\nextends: AnyNetXA\nparameters:\n  width: {low: 8, high: 16}\n", "found only 0 of 5 models"),
+    "short_escapes": ("name: Bad\nshort: ../../etc\nextends: AnyNetXA\n", "bad.yaml: short '../../etc' is not a plain"),
+    "short_hidden": ("name: Bad\nshort: .bad\nextends: AnyNetXA\n", "short '.bad' is not a plain folder name"),
+    "negative_depth": ("name: Bad\nextends: AnyNetXA\nparameters:\n  depth: {distribution: uniform, low: -5, high: 16}\n",
+                       "bad.yaml: parameter 'depth': low must be >= 1, got -5"),
+    "zero_group_width": ("name: Bad\nextends: AnyNetXA\nparameters:\n  group_width: {values: [0, 8]}\n",
+                         "parameter 'group_width': values must be >= 1, got 0"),
+    "wm_not_above_1": ("name: Bad\nextends: RegNetX\nparameters:\n  wm: {distribution: uniform, low: 1, high: 3}\n",
+                       "parameter 'wm': low must be > 1, got 1"),
+    "negative_wa": ("name: Bad\nextends: RegNetX\nparameters:\n  wa: {distribution: uniform, low: -8, high: 256}\n",
+                    "parameter 'wa': low must be >= 0, got -8"),
+    "zero_w0": ("name: Bad\nextends: RegNetX\nparameters:\n  w0: {distribution: uniform, low: 0, high: 248, quantum: 8}\n",
+                "parameter 'w0': low must be > 0, got 0"),
+    "complexity_range": ("name: Bad\nextends: AnyNetXA\ncomplexity: {flops: '9G:1M'}\n",
+                         "bad.yaml: complexity: flops 9G:1M: low 9G is above high 1M"),
+    "extends_unknown": ("name: Bad\nextends: NoSuchParent\n", "bad.yaml: extends: unknown space 'NoSuchParent'"),
+    "extends_missing_file": ("name: Bad\nextends: parent.yaml\n", "bad.yaml: extends: space file parent.yaml does not exist"),
+    "extends_itself": ("name: Bad\nextends: bad.yaml\n", "`extends` makes a cycle: bad.yaml -> bad.yaml"),
 }
 
 
@@ -88,6 +105,22 @@ def test_bad_space_files_exit_2_with_one_line_and_write_nothing(tmp_path, case):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_extends_cycle_is_named_as_one(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: A\nextends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("name: B\nextends: a.yaml\n")
+    proc = dsd("sample", "--space", tmp_path / "a.yaml", "--n", "5", "--out", tmp_path / "out")
+    assert proc.returncode == 2 and "makes a cycle: a.yaml -> b.yaml -> a.yaml" in proc.stderr, proc.stderr
+
+
+def test_a_short_name_cannot_lead_the_default_run_folder_out_of_runs(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "bad.yaml").write_text("name: Bad\nshort: ../../escaped\nextends: AnyNetXA\n")
+    proc = dsd("sample", "--space", "bad.yaml", "--n", "2", cwd=work)
+    assert proc.returncode == 2 and "bad.yaml: short '../../escaped'" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["bad.yaml", "work"]
+
+
 def test_yaml_error_names_its_line(tmp_path):
     f = tmp_path / "bad.yaml"
     f.write_text("name: Bad\nextends: AnyNetXA\nparameters:\n  depth: [1, 2\n")
@@ -97,6 +130,7 @@ def test_yaml_error_names_its_line(tmp_path):
 
 @pytest.mark.parametrize("args,expected", [
     (["--space", "AnyNetXZ", "--n", "5"], "known: AnyNetXA, AnyNetXB"),
+    (["--space", "nosuch.yaml", "--n", "5"], "space file nosuch.yaml does not exist"),
     (["--space", "AnyNetXA", "--n", "0"], "--n must be positive"),
     (["--space", "AnyNetXA", "--n", "-3"], "--n must be positive"),
     (["--space", "AnyNetXA", "--n", "5", "--regime", "mnist"], "unknown regime"),
@@ -123,6 +157,39 @@ def test_existing_run_with_other_arguments_is_refused_unless_force(tmp_path):
     dsd("sample", "--space", "AnyNetXA", "--n", "10", "--seed", "1", "--out", out, "--force", check=True)
     assert yaml.safe_load((out / "run.yaml").read_text())["seed"] == 1
     assert not (out / "results").exists()
+
+
+def test_resampling_over_a_corrupt_models_file_names_it(tmp_path):
+    out = tmp_path / "xa"
+    dsd("sample", "--space", "AnyNetXA", "--n", "5", "--out", out, check=True)
+    (out / "models.parquet").write_text("garbage\n")
+    before = snapshot(out)
+    proc = dsd("sample", "--space", "AnyNetXA", "--n", "5", "--out", out)
+    assert proc.returncode == 2 and "models.parquet: not a readable Parquet file" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and snapshot(out) == before
+
+
+REGNETX_200MF = ["--depth", "13", "--w0", "24", "--wa", "36.44", "--wm", "2.49", "--group-width", "8"]
+
+
+@pytest.mark.parametrize("option,value,expected", [
+    ("--resolution", "0", "--resolution must be >= 1, got 0"),
+    ("--classes", "0", "--classes must be >= 1, got 0"),
+    ("--in-channels", "-1", "--in-channels must be >= 1, got -1"),
+    ("--stem-width", "0", "--stem-width must be >= 1, got 0"),
+    ("--se-ratio", "-0.5", "--se-ratio must be in [0, 1), got -0.5"),
+    ("--se-ratio", "1", "--se-ratio must be in [0, 1), got 1"),
+    ("--group-width", "0", "--group-width must be >= 1, got 0"),
+    ("--depth", "0", "--depth must be >= 1, got 0"),
+    ("--w0", "0", "--w0 must be > 0, got 0"),
+    ("--wa", "-1", "--wa must be >= 0, got -1"),
+    ("--wm", "1", "--wm must be > 1, got 1"),
+    ("--bottleneck-ratio", "0", "--bottleneck-ratio must be > 0, got 0"),
+])
+def test_describe_refuses_impossible_values_by_option(option, value, expected):
+    proc = dsd("describe", *REGNETX_200MF, option, value)
+    assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_describe_bad_input(tmp_path):
@@ -193,3 +260,10 @@ def test_bad_network_fields(tmp_path, network, expected):
     f.write_text(f"name: Bad\nextends: AnyNetXA\nnetwork: {network}\n")
     proc = dsd("sample", "--space", f, "--n", "5", "--out", tmp_path / "out")
     assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+
+
+def test_resampling_with_another_band_names_the_regime_field(tmp_path):
+    out = tmp_path / "xa"
+    dsd("sample", "--space", "AnyNetXA", "--n", "5", "--out", out, check=True)
+    proc = dsd("sample", "--space", "AnyNetXA", "--n", "5", "--flops", "300M:400M", "--out", out)
+    assert proc.returncode == 2 and "(differs in: regime.flops)" in proc.stderr, proc.stderr

@@ -111,3 +111,13 @@ def test_regnet_depth_is_uniform_before_the_stage_constraint():
     d = draw(space.param("depth"), np.random.default_rng(0), (20000,))
     assert d.min() == 1 and d.max() == 63
     assert stats.chisquare(np.bincount(d.astype(int))[1:]).pvalue > 1e-3
+
+
+def test_a_regnet_slope_of_zero_is_allowed(tmp_path):
+    # PAPER.md section 3 allows wa >= 0: every block then has width w0, which is one stage
+    f = tmp_path / "flat.yaml"
+    f.write_text("name: Flat\nshort: flat\nextends: RegNetX\nnetwork: {stages: 1, strides: [2]}\n"
+                 "parameters:\n  wa: {distribution: choice, values: [0]}\n")
+    open_band = replace(REGIMES["imagenet"], flops=(0, math.inf))
+    rows = sample(load_space(f), open_band, 3).rows
+    assert all(r["wa"] == 0 and len(r["depths"]) == 1 for r in rows)

@@ -88,7 +88,7 @@ def sample(
     from dsd.sampler import regime_for, run_description
     from dsd.sampler import sample as draw_models
     from dsd.spaces import load_space
-    from dsd.store import check_run_folder, write_run
+    from dsd.store import check_run_folder, read_models, write_run
 
     if n <= 0:
         raise BadInput(f"--n must be positive, got {n}")
@@ -99,6 +99,7 @@ def sample(
     meta = run_description(sp, rg, seed, n)
     action = check_run_folder(folder, meta, force)
     if action == "same":
+        read_models(folder)  # a corrupt models file is not "already sampled": name it
         say(f"{folder}: already sampled with these arguments; nothing to do")
         if json_out:
             emit_json({"run": str(folder), "n": n, "unchanged": True})
@@ -116,6 +117,23 @@ def sample(
         f"{_band(*rg.params)}, acts {_band(*rg.acts)}) in {elapsed:.2f} s: {result.draws:,} candidates, "
         f"{100 * n / result.draws:.2f}% accepted -> {folder}")
     say(f"next: dsd train {folder}")
+
+
+def _check_options(params: dict, counts: dict, se_ratio: float) -> None:
+    """Refuse, by option name, a value no model can have; an option left unset (None) is not checked.
+
+    params: space parameter name -> value, bounded as in space files (dsd.spaces.LOWER_BOUNDS);
+    counts: option -> value that must be at least 1."""
+    from dsd.spaces import check_lowest
+
+    for name, value in params.items():
+        if value is not None:
+            check_lowest(name, value, "--" + name.replace("_", "-"))
+    for flag, value in counts.items():
+        if value is not None and value < 1:
+            raise BadInput(f"{flag} must be >= 1, got {value}")
+    if not 0 <= se_ratio < 1:
+        raise BadInput(f"--se-ratio must be in [0, 1), got {se_ratio:g}")
 
 
 def _numbers(text: Optional[str], what: str, kind=int) -> Optional[list]:
@@ -166,6 +184,10 @@ def describe(
     from dsd.regimes import get_regime
     from dsd.spec import make_spec
 
+    _check_options({"depth": depth, "w0": w0, "wa": wa, "wm": wm, "group_width": group_width,
+                    "bottleneck_ratio": bottleneck_ratio},
+                   {"--stem-width": stem_width, "--resolution": resolution, "--in-channels": in_channels,
+                    "--classes": classes}, se_ratio)
     if run is not None:
         if model_id is None:
             raise BadInput("give --id K with a run folder")
@@ -174,8 +196,9 @@ def describe(
         rg = get_regime(regime)
         common = {"stem": stem or rg.stem or "simple", "stem_width": stem_width, "se_ratio": se_ratio,
                   "block": block or ("Y" if se_ratio else "X"),
-                  "in_channels": in_channels or rg.in_channels, "num_classes": classes or rg.num_classes,
-                  "resolution": resolution or rg.resolution}
+                  "in_channels": rg.in_channels if in_channels is None else in_channels,
+                  "num_classes": rg.num_classes if classes is None else classes,
+                  "resolution": rg.resolution if resolution is None else resolution}
         if depths is not None:
             d = _numbers(depths, "depths")
             w = _numbers(widths, "widths")
@@ -185,14 +208,12 @@ def describe(
         elif None not in (depth, w0, wa, wm, group_width):
             from dsd.regnet import regnet_stages
 
-            if depth <= 0 or w0 <= 0 or wa < 0 or wm <= 1:
-                raise BadInput("RegNet parameters need depth > 0, w0 > 0, wa >= 0, wm > 1")
             d, w = regnet_stages(depth, w0, wa, wm)
             regnet = {"w0": w0, "wa": wa, "wm": wm}
         else:
             raise BadInput("give RUN --id K, or --depth --w0 --wa --wm --group-width, or --depths --widths")
         k = len(d)
-        g = _numbers(group_widths, "group-widths") or ([group_width] * k if group_width else [1] * k)
+        g = _numbers(group_widths, "group-widths") or [1 if group_width is None else group_width] * k
         b = _numbers(bottleneck_ratios, "bottleneck-ratios", float) or [bottleneck_ratio] * k
         s = _numbers(strides, "strides") or [rg.strides[i] if rg.strides and i < len(rg.strides) else 2 for i in range(k)]
         spec = make_spec(d, w, b, g, s, regnet=regnet, **common)
