@@ -10,6 +10,7 @@ Everything here uses pyarrow directly so that `dsd sample` stays fast to start.
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -131,8 +132,11 @@ def mixed_settings(results: list[dict]) -> dict[str, list]:
 
     Models trained under other settings (another data set, more epochs, ...) are not comparable, and
     the statistics would pool them; callers warn."""
+    def value(v):  # a missing value reads as None from Parquet, NaN from a DataFrame
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
     done = [r for r in results if r.get("status") == "done"]
-    values = {c: sorted({r.get(c) for r in done}, key=str) for c in SETTING_COLUMNS}
+    values = {c: sorted({value(r.get(c)) for r in done}, key=str) for c in SETTING_COLUMNS}
     return {c: v for c, v in values.items() if len(v) > 1}
 
 

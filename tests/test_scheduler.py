@@ -336,3 +336,13 @@ def test_a_result_written_before_the_worker_died_is_not_replaced_by_failed(tiny_
     assert summary["status"] == "done" and store.result_path(run, job.model_id).read_bytes() == before
     other = plan(run, run_settings(run, dataset="synthetic"))[0]
     assert record_failure(other, "cpu", "the worker process died")["status"] == "failed"
+
+
+def test_mixed_settings_compare_values_and_read_missing_as_one():
+    nan = float("nan")
+    rows = [{"status": "done", "epochs": 3.0, "train_images": nan, "lr": 0.1},
+            {"status": "done", "epochs": 3, "train_images": None, "lr": 0.1},
+            {"status": "failed", "epochs": 1, "lr": 0.5}]
+    assert store.mixed_settings(rows) == {}  # a failed model trained nothing to compare
+    rows.append({"status": "done", "epochs": 2, "train_images": 500, "lr": 0.1})
+    assert store.mixed_settings(rows) == {"epochs": [2, 3.0], "train_images": [500, None]}
