@@ -136,7 +136,7 @@ def checkpoint_cost(device: str) -> None:
     print("\n| checkpoint after each epoch | params | file | write |")
     print("|---|---:|---:|---:|")
     folder = Path(tempfile.mkdtemp())
-    for name, kw in (("fashion model above", CPU_MODEL), ("CIFAR model above", GPU_MODEL),
+    for name, kw in (("fashion model (CPU table)", CPU_MODEL), ("CIFAR model (GPU table)", GPU_MODEL),
                      ("RegNetX-400MF", REGNETX_400MF)):
         model = build_model(make_spec(**kw)).to(device)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -133,23 +134,24 @@ def _download(req: DataRequest) -> Path:
     looked = ", ".join(str(r) for r in search_roots(req))
     why = "downloading is off (--no-download)"
     if req.download:
-        made = next((p for p in reversed([target, *target.parents]) if not p.exists()), None)
-        before = set(target.iterdir()) if target.is_dir() else set()
-        try:
+        staging = None
+        try:  # into a private folder beside the target, moved in only when complete: a failure leaves nothing
+            near = next(p for p in [target, *target.parents] if p.is_dir())
+            staging = Path(tempfile.mkdtemp(prefix=".dsd-download-", dir=near))
             cls = datasets.FashionMNIST if req.kind == "fashion-mnist" else datasets.CIFAR10
             for train in (True, False):
-                cls(str(target), train=train, download=True)
-            found = _find(req)
-            if found:
-                return found
+                cls(str(staging), train=train, download=True)
+            if _find(replace(req, data_dir=str(staging))):
+                _move_into(staging, target)
+                found = _find(req)
+                if found:
+                    return found
             why = "the download gave no usable files"
         except Exception as e:  # noqa: BLE001  (offline, proxy, disk: all mean "get it yourself")
             why = f"the download failed ({str(e).strip().splitlines()[0]})"
-        for leftover in [made] if made else set(target.iterdir()) - before:  # a failed try leaves nothing
-            if leftover.is_dir():
-                shutil.rmtree(leftover)
-            else:
-                leftover.unlink()
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
     if req.kind == "fashion-mnist":
         how = ("install Debian's package (`sudo apt-get install dataset-fashion-mnist`), or put the four "
                "*-ubyte.gz files of https://github.com/zalandoresearch/fashion-mnist into a folder and pass "
@@ -158,6 +160,16 @@ def _download(req: DataRequest) -> Path:
         how = ("download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, extract it into DIR (giving "
                f"DIR/{CIFAR_FOLDER}) and pass --data-dir DIR (or set DSD_DATA_DIR), or run once with internet access")
     raise BadInput(f"{req.kind} not found (looked in {looked}) and {why}: {how}")
+
+
+def _move_into(source: Path, target: Path) -> None:
+    """Move the files under source into target, merging folders that exist on both sides."""
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in source.iterdir():
+        if entry.is_dir() and (target / entry.name).is_dir():
+            _move_into(entry, target / entry.name)
+        else:
+            os.replace(entry, target / entry.name)
 
 
 def _eval_folder(root: Path) -> Path | None:

@@ -60,13 +60,10 @@ def needs_training(run, model_id: int, retry_failed: bool = False) -> bool:
     if not path.exists():
         return True
     try:
-        table = store.read_table(path, store.RESULT_SCHEMA)
-        if table.num_rows != 1:
-            raise BadInput(f"{path}: a result file holds one row, this one {table.num_rows}")
-        status = table.column("status")[0].as_py()
+        store.check_result(path)
     except BadInput as e:
         raise BadInput(f"{e}; delete it to train model {model_id} again") from None
-    return retry_failed and status in ("failed", "diverged")
+    return retry_failed and store.read_table(path).column("status")[0].as_py() in ("failed", "diverged")
 
 
 def plan(run, settings: TrainSettings, ids: list[int] | None = None, retry_failed: bool = False) -> list[Job]:
@@ -116,7 +113,12 @@ class Feed:
             if not claim(job.run, job.model_id):
                 self.skipped += 1
                 continue
-            if not needs_training(job.run, job.model_id, self.retry_failed):  # finished meanwhile
+            try:
+                needed = needs_training(job.run, job.model_id, self.retry_failed)
+            except BadInput:  # its result file broke since the plan checked it: leave it unclaimed
+                release(job.run, job.model_id)
+                raise
+            if not needed:  # finished meanwhile
                 release(job.run, job.model_id)
                 continue
             remove_orphans(job)
@@ -188,22 +190,24 @@ def run_job(job: Job, device: str, on_epoch=None) -> dict:
     """Train one claimed job in this process and write its result row; return a short summary.
 
     An exception (out of memory included) becomes a failed row with its message. The model's checkpoint
-    goes once its row is written, unless it failed: `--retry-failed` then resumes from it.
+    goes just before its row is written (a kill in between costs its epochs, and leaves no checkpoint
+    beside a finished result), unless it failed: `--retry-failed` then resumes from it.
     """
     start = time.perf_counter()
-    checkpoint = checkpoint_path(job) if job.settings.checkpoints else None
+    checkpoint = checkpoint_path(job)
     try:
         weights = Path(job.run) / WEIGHTS_DIR / f"{job.model_id}.pt" if job.settings.save_weights else None
         row = train_model(job.spec, device_data(job.settings.data, device), job.settings, model_id=job.model_id,
-                          device=device, on_epoch=on_epoch, weights_path=weights, checkpoint_path=checkpoint)
+                          device=device, on_epoch=on_epoch, weights_path=weights,
+                          checkpoint_path=checkpoint if job.settings.checkpoints else None)
     except Exception as e:  # noqa: BLE001  (the sweep goes on; the row says what happened)
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
         row = result_row(job.model_id, job.settings, device, message=f"{type(e).__name__}: {e}",
                          wall_s=time.perf_counter() - start)
-    store.write_result(job.run, row)
-    if checkpoint is not None and row["status"] != "failed":
+    if row["status"] != "failed":
         checkpoint.unlink(missing_ok=True)
+    store.write_result(job.run, row)
     return summary_of(job, row)
 
 

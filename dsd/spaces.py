@@ -176,7 +176,8 @@ def _load_mapping(path: Path, seen: tuple = ()) -> dict:
         except BadInput as e:
             raise BadInput(f"{path}: extends: {e}") from None
         base = _load_mapping(parent, seen + (path.resolve(),))
-        base.pop("extends", None)
+        for own in ("extends", "short"):  # a space names its own run folder; it does not inherit its parent's
+            base.pop(own, None)
         data = _merge(base, {k: v for k, v in data.items() if k != "extends"})
     return data
 
@@ -289,10 +290,9 @@ def space_from_mapping(data: dict, where: str = "space") -> Space:
         if bad:
             raise BadInput(f"{where}: complexity: only flops, params, acts ranges are allowed")
         complexity = {k: parse_range(str(v), f"{where}: complexity: {k}") for k, v in complexity.items()}
-    short = str(data.get("short") or str(data["name"]).lower())
+    short = str(data.get("short") or re.sub(r"[^a-z0-9._-]+", "-", str(data["name"]).lower()).strip("-."))
     if not SHORT_NAME.fullmatch(short):
-        hint = "" if data.get("short") else " (taken from the name; set `short:`)"
-        raise BadInput(f"{where}: short {short!r}{hint} is not a plain folder name "
+        raise BadInput(f"{where}: short {short!r} is not a plain folder name "
                        f"(letters, digits, '-', '_', '.'; not starting with '.')")
     return Space(name=str(data["name"]), short=short, description=str(data.get("description", "")),
                  network=net, params=parsed, non_decreasing=tuple(order), rule=rule, regime=data.get("regime"),

@@ -93,6 +93,17 @@ def read_models(run: Path) -> pa.Table:
     return read_table(require_run(run) / MODELS_FILE, MODEL_SCHEMA)
 
 
+def check_result(path: Path) -> None:
+    """BadInput unless path is a readable result file of one row; reads only its footer (fast)."""
+    try:
+        meta = pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as e:
+        raise BadInput(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+    missing = set(RESULT_SCHEMA.names) - set(meta.schema.to_arrow_schema().names)
+    if missing or meta.num_rows != 1:
+        raise BadInput(f"{path}: not a result file (one row of {', '.join(RESULT_SCHEMA.names[:3])}, ...)")
+
+
 def result_path(run: Path, model_id: int) -> Path:
     return Path(run) / RESULTS_DIR / f"{int(model_id)}.parquet"
 
@@ -116,12 +127,19 @@ def read_results(run: Path) -> pa.Table:
 
 
 def _umask() -> int:
+    """The process umask: from /proc on Linux, else by setting and restoring it (briefly 0)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-UMASK = _umask()  # read once, at import: os.umask can only be read by setting it
+UMASK = _umask()  # read once, at import
 
 
 SETTING_COLUMNS = ("dataset", "epochs", "batch_size", "lr", "wd", "train_images", "eval_images")
@@ -181,10 +199,15 @@ def _comparable(meta: dict) -> dict:
 
 def _differences(old, new, prefix: str = "") -> list[str]:
     """Dotted keys on which two run descriptions differ (regime.flops rather than regime)."""
+    if old == new:
+        return []
     if not (isinstance(old, dict) and isinstance(new, dict)):
-        return [] if old == new else [prefix]
-    return [d for k in sorted(set(old) | set(new), key=str)
-            for d in _differences(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k))]
+        return [prefix]
+    found = []
+    for k in sorted(set(old) | set(new), key=str):
+        key = f"{prefix}.{k}" if prefix else str(k)
+        found += _differences(old.get(k), new.get(k), key) if (k in old) == (k in new) else [key]
+    return found
 
 
 def check_run_folder(folder: Path, meta: dict, force: bool) -> str:

@@ -139,9 +139,10 @@ def result_row(model_id: int, settings: TrainSettings, device, **fields) -> dict
 
 
 def injected_fault(model_id: int) -> tuple[str | None, int]:
-    """The fault $DSD_FAULTS asks for this model and the epoch after which it strikes (0: at the start).
+    """The fault $DSD_FAULTS asks for this model, and for "crash" the epoch after which it strikes.
 
-    Kinds: "nan", "raise", "crash" ("crash@2": the process kills itself after epoch 2), or None.
+    Kinds: "nan" (from the first step), "raise" (at the start), "crash" (at the start; "crash@2": the
+    process kills itself after epoch 2, its checkpoint written), or None.
     """
     for item in os.environ.get(FAULTS_ENV, "").split(","):
         mid, _, kind = item.partition(":")
@@ -151,11 +152,14 @@ def injected_fault(model_id: int) -> tuple[str | None, int]:
     return None, 0
 
 
-def fingerprint(spec: ModelSpec, settings: TrainSettings, data) -> str:
-    """What a checkpoint must have been trained with to be resumed under these settings."""
+def fingerprint(spec: ModelSpec, settings: TrainSettings, data, device: torch.device) -> str:
+    """What a checkpoint must have been trained with to be resumed under these settings.
+
+    The device type is part of it: generator states and the fused optimizer differ between CPU and GPU.
+    """
     s = settings
     return repr((spec, s.epochs, s.batch_size, s.lr, s.wd, s.momentum, s.seed, s.data.dataset,
-                 data.train_size, data.eval_size))
+                 data.train_size, data.eval_size, device.type, s.amp))
 
 
 def save_state(path: Path, state: dict) -> None:
@@ -195,16 +199,36 @@ def train_model(spec: ModelSpec, data, settings: TrainSettings, *, model_id: int
     if fault == "crash" and fault_epoch == 0:
         os.kill(os.getpid(), signal.SIGKILL)
 
-    torch.manual_seed(seed)
     fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
-    model = build_model(spec).to(device, memory_format=fmt)
-    forward = torch.compile(model) if settings.compile else model
     fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
-                          weight_decay=settings.wd, **fast)
     total = settings.epochs * steps
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / total)))
-    generator = torch.Generator(device=device).manual_seed(seed)
+
+    def fresh():
+        """Seeded weights, optimizer, schedule and augmentation generator at step 0."""
+        torch.manual_seed(seed)
+        model = build_model(spec).to(device, memory_format=fmt)
+        opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                              weight_decay=settings.wd, **fast)
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / total)))
+        return model, opt, schedule, torch.Generator(device=device).manual_seed(seed)
+
+    model, opt, schedule, generator = fresh()
+    errors, losses, train_s, status, message = [], [], 0.0, "done", ""
+    expected = fingerprint(spec, settings, data, device)
+    resumed = load_checkpoint(checkpoint_path, expected)
+    if resumed is not None:
+        try:
+            model.load_state_dict(resumed["model"])
+            opt.load_state_dict(resumed["optimizer"])
+            schedule.load_state_dict(resumed["schedule"])
+            generator.set_state(resumed["generator"])
+            torch.set_rng_state(resumed["rng"])  # DataLoader transforms draw from it without workers
+            errors, losses, train_s = list(resumed["errors"]), list(resumed["losses"]), resumed["train_s"]
+            start -= resumed["wall_s"]
+            message = f"resumed from the checkpoint of epoch {len(errors)}"
+        except Exception:  # noqa: BLE001  (a checkpoint that does not fit costs only the epochs it held)
+            model, opt, schedule, generator = fresh()
+    forward = torch.compile(model) if settings.compile else model
     mean, std = data.mean.view(1, -1, 1, 1), data.std.view(1, -1, 1, 1)
     amp = settings.amp and device.type == "cuda"
 
@@ -214,17 +238,6 @@ def train_model(spec: ModelSpec, data, settings: TrainSettings, *, model_id: int
     def autocast():
         return torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
 
-    errors, losses, train_s, status, message = [], [], 0.0, "done", ""
-    expected = fingerprint(spec, settings, data)
-    resumed = load_checkpoint(checkpoint_path, expected)
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        opt.load_state_dict(resumed["optimizer"])
-        schedule.load_state_dict(resumed["schedule"])
-        generator.set_state(resumed["generator"])
-        errors, losses, train_s = list(resumed["errors"]), list(resumed["losses"]), resumed["train_s"]
-        start -= resumed["wall_s"]
-        message = f"resumed from the checkpoint of epoch {len(errors)}"
     for epoch in range(len(errors) + 1, settings.epochs + 1):
         model.train()
         t = time.perf_counter()
@@ -248,7 +261,8 @@ def train_model(spec: ModelSpec, data, settings: TrainSettings, *, model_id: int
         if checkpoint_path is not None and epoch < settings.epochs:
             save_state(checkpoint_path, {
                 "fingerprint": expected, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "schedule": schedule.state_dict(), "generator": generator.get_state(), "errors": errors,
+                "schedule": schedule.state_dict(), "generator": generator.get_state(),
+                "rng": torch.get_rng_state(), "errors": errors,
                 "losses": losses, "train_s": train_s, "wall_s": time.perf_counter() - start})
         if fault == "crash" and epoch == fault_epoch:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -44,6 +44,9 @@ def test_sample_writes_a_run_folder_and_is_idempotent(tmp_path):
 def test_default_out_is_runs_short_name(tmp_path):
     dsd("sample", "--space", "RegNetX", "--regime", "fashion", "--n", "5", cwd=tmp_path, check=True)
     assert (tmp_path / "runs" / "regnetx" / "models.parquet").is_file()
+    (tmp_path / "mine.yaml").write_text("name: My RegNet/2\nextends: RegNetX\n")  # no short: from the name
+    dsd("sample", "--space", "mine.yaml", "--regime", "fashion", "--n", "5", cwd=tmp_path, check=True)
+    assert (tmp_path / "runs" / "my-regnet-2" / "models.parquet").is_file()
 
 
 def test_example_user_space_works_like_a_builtin(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from dsd.errors import BadInput
 from dsd.model import build_model
 from dsd.regimes import get_regime
 from dsd.spec import spec_from_row
-from dsd.train import settings_for, train_model, train_seed
+from dsd.train import fingerprint, settings_for, train_model, train_seed
 
 FASHION_INSTALLED = dsd_data.DEBIAN_FASHION.is_dir()
 
@@ -95,25 +96,51 @@ def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
         locate(req)
 
 
-def test_a_failed_download_leaves_nothing_behind(tmp_path, monkeypatch):
+class FakeDownload:
+    """torchvision.datasets.FashionMNIST without a network: writes the raw files, or part of them and fails."""
+    online = True
+
+    def __init__(self, root, train, download):
+        raw = Path(root) / "FashionMNIST" / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        if not self.online:
+            (raw / "part.gz").write_bytes(b"x")
+            raise OSError("network unreachable")
+        for name in dsd_data.FASHION_FILES["train" if train else "eval"]:
+            (raw / f"{name}.gz").write_bytes(b"idx")
+
+
+@pytest.fixture
+def no_fashion_anywhere(tmp_path, monkeypatch):
     import torchvision
 
-    class Offline:
-        def __init__(self, root, train, download):
-            (Path(root) / "FashionMNIST" / "raw").mkdir(parents=True)
-            (Path(root) / "FashionMNIST" / "raw" / "part.gz").write_bytes(b"x")
-            raise OSError("network unreachable")
-
-    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", Offline)
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", FakeDownload)
     monkeypatch.setattr(dsd_data, "DEBIAN_FASHION", tmp_path / "none")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("DSD_DATA_DIR", raising=False)
+    return tmp_path
+
+
+def test_a_failed_download_leaves_nothing_behind(no_fashion_anywhere, monkeypatch):
+    tmp_path = no_fashion_anywhere
+    monkeypatch.setattr(FakeDownload, "online", False)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("kept")
-    for folder in (tmp_path / "new" / "sub", tmp_path / "mine"):
+    (tmp_path / "link").symlink_to(tmp_path / "unmounted")  # a broken link is not the download's to remove
+    for folder in (tmp_path / "new" / "sub", tmp_path / "mine", tmp_path / "link"):
         with pytest.raises(BadInput, match="network unreachable"):
             locate(DataRequest("fashion-mnist", 28, 1, 10, data_dir=str(folder)))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "mine"]
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_a_download_lands_complete_in_the_data_dir(no_fashion_anywhere):
+    tmp_path = no_fashion_anywhere
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_text("kept")
+    found = locate(DataRequest("fashion-mnist", 28, 1, 10, data_dir=str(tmp_path / "data"))).data_dir
+    assert Path(found) == tmp_path / "data" / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["FashionMNIST", "notes.txt"]  # no staging
 
 
 def test_data_that_does_not_fit_the_models_is_refused():
@@ -215,6 +242,22 @@ def test_a_checkpoint_made_under_other_settings_is_not_resumed(specs, synthetic,
     assert seen == [1, 2]
 
 
+def test_a_checkpoint_that_does_not_fit_is_dropped_for_a_fresh_start(specs, synthetic, tmp_path):
+    settings, checkpoint = synthetic_settings(epochs=2), tmp_path / "0.pt"
+    whole = train_model(specs[0], synthetic, settings, model_id=0)
+    with pytest.raises(Interrupt):
+        train_model(specs[0], synthetic, settings, model_id=0, checkpoint_path=checkpoint, on_epoch=stop_after(1, []))
+    state = torch.load(checkpoint, weights_only=True)
+    state["generator"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state: does not fit the CPU's
+    torch.save(state, checkpoint)
+    seen = []
+    row = train_model(specs[0], synthetic, settings, model_id=0, checkpoint_path=checkpoint,
+                      on_epoch=stop_after(0, seen))
+    assert seen == [1, 2] and row["message"] == "" and row["loss_curve"] == whole["loss_curve"]
+    assert fingerprint(specs[0], settings, synthetic, torch.device("cpu")) != \
+        fingerprint(specs[0], settings, synthetic, torch.device("cuda"))
+
+
 def test_nan_loss_is_diverged_and_a_raise_propagates(specs, synthetic, monkeypatch):
     monkeypatch.setenv("DSD_FAULTS", "1:nan,2:raise")
     row = train_model(specs[0], synthetic, synthetic_settings(), model_id=1)
@@ -248,7 +291,7 @@ def test_gpu_path_device_data_autocast_channels_last(specs):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_gpu_checkpoint_restores_the_cuda_generator_and_fused_optimizer(specs, tmp_path):
+def test_gpu_checkpoint_restores_the_cuda_generator_and_fused_optimizer(specs, tmp_path, monkeypatch):
     settings = synthetic_settings(epochs=3)
     data = load(locate(settings.data)).to("cuda")
     seen = []
@@ -258,7 +301,18 @@ def test_gpu_checkpoint_restores_the_cuda_generator_and_fused_optimizer(specs, t
     row = train_model(specs[0], data, settings, model_id=0, device="cuda", checkpoint_path=tmp_path / "0.pt",
                       on_epoch=stop_after(0, seen))
     assert seen == [1, 2, 3] and row["status"] == "done" and row["message"].startswith("resumed")
-    assert row["loss_curve"][-1] < row["loss_curve"][0] and row["error"] < 85
+    # with deterministic kernels and no autocast the resumed run retraces the uninterrupted one, which
+    # it can only do with the CUDA generator, the momentum buffers and the schedule all restored
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    exact = replace(settings, amp=False)
+    whole = train_model(specs[0], data, exact, model_id=0, device="cuda")
+    with pytest.raises(Interrupt):
+        train_model(specs[0], data, exact, model_id=0, device="cuda", checkpoint_path=tmp_path / "1.pt",
+                    on_epoch=stop_after(2, []))
+    resumed = train_model(specs[0], data, exact, model_id=0, device="cuda", checkpoint_path=tmp_path / "1.pt")
+    assert resumed["loss_curve"] == pytest.approx(whole["loss_curve"], rel=1e-4)
+    assert resumed["error_curve"] == pytest.approx(whole["error_curve"], abs=0.5)
 
 
 def test_imagefolder_trains_through_a_dataloader_with_workers(tmp_path):

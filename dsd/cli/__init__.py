@@ -25,7 +25,6 @@ app = typer.Typer(
 )
 
 
-
 def _print_version(value: bool) -> None:
     if value:
         from dsd import __version__
@@ -106,13 +105,19 @@ def check_out(out: Path) -> Path:
     return out
 
 
-def figure_path(out: Path | None, default_dir: Path, default_name: str) -> Path:
-    """Where a figure goes: --out FILE (PNG, SVG or PDF by extension) or DIR/NAME.png."""
+def check_figure_out(out: Path | None) -> None:
+    """--out of a figure: PNG, SVG or PDF by extension, somewhere it can be written (None: the default)."""
     if out is None:
-        return Path(default_dir) / f"{default_name}.png"
+        return
     if out.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise BadInput(f"--out {out}: a figure must end in .png, .svg or .pdf")
-    return check_out(out)
+    check_out(out)
+
+
+def figure_path(out: Path | None, default_dir: Path, default_name: str) -> Path:
+    """Where a figure goes: --out FILE or DIR/NAME.png."""
+    check_figure_out(out)
+    return out or Path(default_dir) / f"{default_name}.png"
 
 
 def main() -> None:

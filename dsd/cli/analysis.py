@@ -10,8 +10,8 @@ from typing import List, Optional
 
 import typer
 
-from dsd.cli import (JSON, RUNS_ARG, app, check_out, emit_json, figure_path, resolve_runs, say, say_table,
-                     warn_mixed_settings)
+from dsd.cli import (JSON, RUNS_ARG, app, check_figure_out, check_out, emit_json, figure_path, resolve_runs,
+                     say, say_table, warn_mixed_settings)
 from dsd.errors import BadInput
 
 PLOT = typer.Option(False, "--plot",
@@ -19,10 +19,13 @@ PLOT = typer.Option(False, "--plot",
 OUT = typer.Option(None, "--out", help="Figure file (.png, .svg or .pdf); implies --plot.")
 
 
-def _load(runs):
-    """Load the runs; when none were named, the runs under ./runs with nothing trained yet are skipped."""
+def _load(runs, figure_out: Path | None = None):
+    """Load the runs; when none were named, the runs under ./runs with nothing trained yet are skipped.
+
+    A figure's --out is checked first, so that a bad one is refused before any work."""
     from dsd.load import load_runs, run_path
 
+    check_figure_out(figure_out)
     paths = resolve_runs(runs)
     frame = load_runs(paths)
     if not runs:
@@ -91,7 +94,7 @@ def edf(
     """
     from dsd.edf import edf_curves, edf_table
 
-    paths, frame = _load(runs)
+    paths, frame = _load(runs, out)
     table = edf_table(frame, normalize, bins)
     figure = None
     if plot or out:
@@ -133,7 +136,7 @@ def trends(
     """
     from dsd import bootstrap
 
-    paths, frame = _load(runs)
+    paths, frame = _load(runs, out)
     wanted = [s.strip() for s in stats.split(",") if s.strip()] if stats is not None else None
     table = bootstrap.trends(frame, wanted, samples, subsample, level, seed)
     figure = across = None
@@ -175,15 +178,15 @@ def fit_linear(
 
     if all_models and top is not None:
         raise BadInput("give --top N or --all, not both")
-    paths, frame = _load(runs)
-    figure = figure_path(out, paths[0], "fit_linear") if plot or out else None
+    paths, frame = _load(runs, out)
     fits = fit_runs(frame, None if all_models else (top or 20))
-    for path in save_fits(fits, frame):
-        say(f"fits: {path}")
-    if figure:
+    for saved in save_fits(fits, frame):
+        say(f"fits: {saved}")
+    figure = None
+    if plot or out:
         from dsd.plots import fit_figure
 
-        figure = _save(fit_figure(frame, fits), figure)
+        figure = _save(fit_figure(frame, fits), figure_path(out, paths[0], "fit_linear"))
     if json_out:
         emit_json({"fits": _records(fits), "figure": figure})
         return
@@ -209,7 +212,7 @@ def search_efficiency(
     """
     from dsd import search
 
-    paths, frame = _load(runs)
+    paths, frame = _load(runs, out)
     table = search.search_efficiency(frame)
     figure = None
     if plot or out:
