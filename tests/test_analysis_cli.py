@@ -1,5 +1,6 @@
 """The analysis commands on partial runs, their outputs, and their answers to bad input."""
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -150,6 +151,10 @@ def test_out_that_cannot_be_written_exits_2_and_changes_nothing(runs, tmp_path, 
         assert code == 2 and f"--out {out}: {message}" in err and stdout == "", err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert (_snapshot(runs), _snapshot(tmp_path)) == before
+    if Path("/proc/self").is_dir():  # a place that only the write itself finds unwritable (as root too)
+        out = Path("/proc/dsd-none") / name
+        code, stdout, err = dsd(command, runs / "runs/xa", "--out", out)
+        assert code == 2 and str(out) in err and "cannot write" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_json_names_the_figure(runs, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -103,6 +104,17 @@ def check_out(out: Path) -> Path:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise BadInput(f"--out {out}: cannot write into {existing}")
     return out
+
+
+@contextmanager
+def writing(path: Path):
+    """An OSError while writing an output file ends as one line naming the file (exit 2), not a traceback.
+
+    check_out catches most bad places up front; this catches the rest (e.g. a path under /proc)."""
+    try:
+        yield
+    except OSError as e:
+        raise BadInput(f"{path}: cannot write there ({e.strerror or e})") from None
 
 
 def check_figure_out(out: Path | None) -> None:

@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 
 from dsd.cli import (JSON, RUNS_ARG, app, check_figure_out, check_out, emit_json, figure_path, resolve_runs,
-                     say, say_table, warn_mixed_settings)
+                     say, say_table, warn_mixed_settings, writing)
 from dsd.errors import BadInput
 
 PLOT = typer.Option(False, "--plot",
@@ -50,7 +50,8 @@ def _save(fig, path: Path) -> str:
     """Write the figure and name it on stderr; the name is returned for --json, where stderr is not read."""
     from dsd.plots import save
 
-    saved = str(save(fig, path))
+    with writing(path):
+        saved = str(save(fig, path))
     say(f"figure: {saved}")
     return saved
 
@@ -247,7 +248,8 @@ def report(
             raise BadInput(f"--out {out}: the report is an .html file")
         check_out(out)
     paths, frame = _load(runs)
-    path = write_report(frame, out or paths[0] / "report.html", samples=samples, seed=seed, bins=bins)
+    with writing(out or paths[0] / "report.html"):
+        path = write_report(frame, out or paths[0] / "report.html", samples=samples, seed=seed, bins=bins)
     if json_out:
         emit_json({"report": str(path)})
     else:
@@ -270,7 +272,8 @@ def export(
 
     check_out(out)
     _, frame = _load(runs)
-    path = export_frame(frame, out)
+    with writing(out):
+        path = export_frame(frame, out)
     if json_out:
         emit_json({"out": str(path), "models": len(frame)})
     else:
