@@ -49,11 +49,11 @@ def spaces(json_out: bool = JSON):
         emit_json({"spaces": [{**r, "size": None if math.isinf(r["size"]) else r["size"]} for r in rows],
                    "regimes": regimes})
         return
-    say(f"{'space':10} {'short':8} {'block':5} {'stages':6} {'free dims':9} {'size':>9}  description")
+    say(f"{'space':10} {'short':8} {'block':5} {'stages':6} {'free dims':9} {'size':>10}  description")
     for r in rows:
-        size = f"{r['size']:.1e}" if not math.isinf(r["size"]) else "inf"
+        size = f"{r['size']:.1e}" if not math.isinf(r["size"]) else "continuous"
         note = f" (continuous: {', '.join(r['continuous'])})" if r["continuous"] else ""
-        say(f"{r['name']:10} {r['short']:8} {r['block']:5} {r['stages']:<6} {r['free_dims']:<9} {size:>9}  "
+        say(f"{r['name']:10} {r['short']:8} {r['block']:5} {r['stages']:<6} {r['free_dims']:<9} {size:>10}  "
             f"{r['description']}{note}")
     say("")
     say(f"{'regime':9} {'px':>4} {'ch':>3} {'classes':>7} {'stem':7} {'strides':9} {'flops':12} dataset")
