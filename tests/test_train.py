@@ -277,6 +277,20 @@ def test_fashion_mnist_is_read_from_the_debian_package():
     assert 60 < float(data.mean) < 90 and 70 < float(data.std) < 110  # Fashion-MNIST's known statistics
 
 
+@pytest.mark.slow
+def test_compiled_training_checkpoints_and_saves_the_plain_module(specs, synthetic, tmp_path):
+    """--compile: torch.compile (inductor, on the CPU here) trains, resumes, and leaves loadable weights."""
+    settings = synthetic_settings(epochs=2, compile=True)
+    with pytest.raises(Interrupt):
+        train_model(specs[0], synthetic, settings, model_id=0, checkpoint_path=tmp_path / "0.pt",
+                    on_epoch=stop_after(1, []))
+    row = train_model(specs[0], synthetic, settings, model_id=0, checkpoint_path=tmp_path / "0.pt",
+                      weights_path=tmp_path / "w.pt")
+    assert row["status"] == "done" and row["message"] == "resumed from the checkpoint of epoch 1"
+    assert row["loss_curve"][1] < row["loss_curve"][0]
+    build_model(specs[0]).load_state_dict(torch.load(tmp_path / "w.pt"))  # no torch.compile key prefixes
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_path_device_data_autocast_channels_last(specs):
