@@ -76,16 +76,25 @@ def read_meta(run: Path) -> dict:
     return meta
 
 
-def read_table(path: Path, schema: pa.Schema | None = None) -> pa.Table:
-    """A Parquet file, with a one-line BadInput when it is missing or corrupt."""
+def _parquet(path: Path, read):
+    """read(path) (a table or a file's metadata), with a one-line BadInput when it is missing or corrupt."""
     try:
-        table = pq.read_table(path)
+        return read(path)
     except (OSError, pa.ArrowException) as e:
         raise BadInput(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+
+
+def _require_columns(path: Path, names: list[str], schema: pa.Schema) -> None:
+    missing = [n for n in schema.names if n not in names]
+    if missing:
+        raise BadInput(f"{path}: missing columns {', '.join(missing)}")
+
+
+def read_table(path: Path, schema: pa.Schema | None = None) -> pa.Table:
+    """A Parquet file, with a one-line BadInput when it is missing, corrupt or lacks schema's columns."""
+    table = _parquet(path, pq.read_table)
     if schema is not None:
-        missing = [n for n in schema.names if n not in table.column_names]
-        if missing:
-            raise BadInput(f"{path}: missing columns {', '.join(missing)}")
+        _require_columns(path, table.column_names, schema)
     return table
 
 
@@ -95,13 +104,10 @@ def read_models(run: Path) -> pa.Table:
 
 def check_result(path: Path) -> None:
     """BadInput unless path is a readable result file of one row; reads only its footer (fast)."""
-    try:
-        meta = pq.read_metadata(path)
-    except (OSError, pa.ArrowException) as e:
-        raise BadInput(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
-    missing = set(RESULT_SCHEMA.names) - set(meta.schema.to_arrow_schema().names)
-    if missing or meta.num_rows != 1:
-        raise BadInput(f"{path}: not a result file (one row of {', '.join(RESULT_SCHEMA.names[:3])}, ...)")
+    meta = _parquet(path, pq.read_metadata)
+    _require_columns(path, meta.schema.to_arrow_schema().names, RESULT_SCHEMA)
+    if meta.num_rows != 1:
+        raise BadInput(f"{path}: a result file holds one row, this one {meta.num_rows}")
 
 
 def result_path(run: Path, model_id: int) -> Path:
