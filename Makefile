@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 demo: venv
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from synthetic_runs import anynet_rows, regnet_rows, write_run  # noqa: E402
 
-from dsd import bootstrap, edf, fit, plots, search  # noqa: E402
-from dsd.load import load_runs  # noqa: E402
+from dsd.analysis import bootstrap, edf, fit, plots, search  # noqa: E402
+from dsd.analysis.load import load_runs  # noqa: E402
 
 
 def timed(fn, repeat: int = 3) -> float:

@@ -11,9 +11,9 @@ import sys
 import tempfile
 import time
 
-from dsd.regimes import get_regime
-from dsd.sampler import sample
-from dsd.spaces import builtin_names, load_space
+from dsd.design.regimes import get_regime
+from dsd.design.sampler import sample
+from dsd.design.spaces import builtin_names, load_space
 
 
 def main() -> None:

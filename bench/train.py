@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,12 +31,16 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms
 
-from dsd.complexity import complexity
-from dsd.data import DataRequest, load, locate
+from dsd.design.complexity import complexity
+from dsd.design.model import build_model
+from dsd.design.regimes import Protocol
+from dsd.design.spec import make_spec
 from dsd.errors import BadInput
-from dsd.model import build_model
-from dsd.spec import make_spec
-from dsd.train import TrainSettings, save_state, setup_process, train_model
+from dsd.training.checkpoints import save_state
+from dsd.training.data import DataRequest, load, locate
+from dsd.training.devices import setup_process
+from dsd.training.loop import train_model
+from dsd.training.settings import TrainSettings
 
 # a RegNetX of the fashion regime (2.5M flops) for the CPU, a CIFAR-10 model of about 100M flops for a GPU
 CPU_MODEL = dict(depths=[1, 1, 3, 1], widths=[16, 32, 128, 288], bottleneck_ratios=[2] * 4,
@@ -109,7 +114,7 @@ def dsd_trainer(spec, data, settings: TrainSettings, device: str) -> float:
 def concurrent_worker(k_index, device, threads, spec, req, settings, barrier, queue):
     setup_process(device, threads)
     data = load(req).to(device)
-    train_model(spec, data, TrainSettings(req, epochs=1, batch_size=settings.batch_size), device=device)  # warm-up
+    train_model(spec, data, replace(settings, epochs=1), device=device)  # warm-up
     barrier.wait()
     start = time.time()
     row = train_model(spec, data, settings, model_id=k_index, device=device)
@@ -132,7 +137,7 @@ def concurrent(spec, req, settings, device: str, k: int) -> float:
 
 
 def checkpoint_cost(device: str) -> None:
-    """Time to write one epoch's checkpoint (weights and momentum, as dsd.train saves them)."""
+    """Time to write one epoch's checkpoint (weights and momentum, as dsd.training.checkpoints saves them)."""
     print("\n| checkpoint after each epoch | params | file | write |")
     print("|---|---:|---:|---:|")
     folder = Path(tempfile.mkdtemp())
@@ -180,13 +185,13 @@ def main() -> None:
     spec = make_spec(**(GPU_MODEL if gpu else CPU_MODEL))
     req = request(args.device, images)
     data = load(req)
-    settings = TrainSettings(req, epochs=args.epochs, batch_size=128, lr=0.05, wd=5e-4)
+    settings = TrainSettings(req, epochs=args.epochs, batch_size=128, lr=0.05, wd=5e-4, momentum=Protocol().momentum)
     where = torch.cuda.get_device_name() if gpu else f"{platform.processor() or platform.machine()}, {cores} cores"
     print(f"device: {args.device} ({where}); torch {torch.__version__}; {torch.get_num_threads()} torch threads")
     print(f"model: {spec.depths} x {spec.widths}, {complexity(spec)['flops'] / 1e6:.1f}M flops; data: {req.dataset}, "
           f"{data.train_size} train images x {args.epochs} epoch(s), batch {settings.batch_size}\n")
 
-    warm = TrainSettings(req, epochs=1, batch_size=128)
+    warm = replace(settings, epochs=1)
     dsd_trainer(spec, data, warm, args.device)  # warm-up (oneDNN / cudnn autotuning)
     rows = [(f"DataLoader loop, {w} workers", dataloader_loop(spec, data, settings, args.device, w, False))
             for w in sorted({0, workers})]

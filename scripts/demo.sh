@@ -6,7 +6,7 @@
 set -euo pipefail
 
 # 1. Data: dsd finds Fashion-MNIST in --data-dir / $DSD_DATA_DIR, Debian's package, or its download cache.
-if ! python -c "from dsd.data import DataRequest, locate; locate(DataRequest('fashion-mnist', 28, 1, 10, download=False))" 2>/dev/null; then
+if ! python -c "from dsd.training.data import DataRequest, locate; locate(DataRequest('fashion-mnist', 28, 1, 10, download=False))" 2>/dev/null; then
   if command -v apt-get >/dev/null; then
     SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo "sudo -n")
     echo "demo: installing Debian's dataset-fashion-mnist" >&2

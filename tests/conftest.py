@@ -9,15 +9,9 @@ import pytest
 def sample_run(folder: Path, n: int = 4, space: str = "RegNetX", regime: str = "fashion",
                flops: str = ":800K", seed: int = 0) -> Path:
     """A run folder as `dsd sample --space SPACE --regime REGIME --n N --flops FLOPS --out FOLDER` makes it."""
-    from dsd.sampler import run_description
-    from dsd.regimes import get_regime, with_overrides
-    from dsd.sampler import regime_for, sample
-    from dsd.spaces import load_space
-    from dsd.store import write_run
+    from dsd.api import sample_run as sample
 
-    sp = load_space(space)
-    rg = with_overrides(regime_for(sp, get_regime(regime)), flops=flops)
-    write_run(folder, run_description(sp, rg, seed, n), sample(sp, rg, n, seed).rows)
+    sample(space, n, regime=regime, flops=flops, seed=seed, out=folder)
     return Path(folder)
 
 

@@ -1,4 +1,4 @@
-"""Run folders written from scratch with dsd.store, for the analysis tests (no sampler, no training).
+"""Run folders written from scratch with dsd.runfolder, for the analysis tests (no sampler, no training).
 
 Models are AnyNet-like (random per-stage lists) or made by the RegNet rule; errors follow a rule the
 test chooses (by default lowest at d1 = 7), so the statistics have a known right answer.
@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from dsd import store
-from dsd.regnet import regnet_stages
+from dsd import runfolder as store
+from dsd.design.regnet import regnet_stages
 
 NUM_CLASSES = 10
 

@@ -3,9 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dsd.bootstrap import best_indices, best_ranges, model_statistics, trends
+from dsd.analysis.bootstrap import best_indices, best_ranges, model_statistics, trends
 from dsd.errors import BadInput
-from dsd.load import load_runs
+from dsd.analysis.load import load_runs
 from synthetic_runs import anynet_rows, regnet_rows, write_run
 
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dsd.edf import bin_edges, edf, edf_curves, edf_table, normalized_weights, weighted_ks
+from dsd.analysis.edf import bin_edges, edf, edf_curves, edf_table, normalized_weights, weighted_ks
 from dsd.errors import BadInput
-from dsd.load import chance_error, load_runs
+from dsd.analysis.load import chance_error, load_runs
 from synthetic_runs import NUM_CLASSES, anynet_rows, write_run
 
 

@@ -3,9 +3,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from dsd.fit import FITS_FILE, Coarse, block_widths, fit_model, fit_runs, save_fits
-from dsd.load import load_runs
-from dsd.regnet import quantized_linear_widths
+from dsd.runfolder import FITS_FILE
+from dsd.analysis.fit import Coarse, block_widths, fit_model, fit_runs, save_fits
+from dsd.analysis.load import load_runs
+from dsd.design.regnet import quantized_linear_widths
 from synthetic_runs import anynet_rows, regnet_rows, write_run
 
 

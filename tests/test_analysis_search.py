@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from dsd.load import load_runs
-from dsd.search import min_of_k, sample_sizes, search_efficiency
+from dsd.analysis.load import load_runs
+from dsd.analysis.search import min_of_k, sample_sizes, search_efficiency
 from synthetic_runs import anynet_rows, write_run
 
 

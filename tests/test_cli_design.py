@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from dsd.store import MODEL_SCHEMA
+from dsd.runfolder import MODEL_SCHEMA
 from tests.helpers import REPO, dsd
 
 
@@ -243,9 +243,9 @@ def test_negative_seed_is_bad_input(tmp_path):
 
 
 def test_a_space_keeps_its_own_stem_only_under_its_own_regime():
-    from dsd.regimes import REGIMES
-    from dsd.sampler import network_for
-    from dsd.spaces import load_space
+    from dsd.design.regimes import REGIMES
+    from dsd.design.sampler import space_network as network_for
+    from dsd.design.spaces import load_space
 
     space = load_space(REPO / "spaces" / "examples" / "regnet_se_cifar.yaml")
     assert (network_for(space, REGIMES["cifar"]).stem, network_for(space, REGIMES["cifar"]).strides) == ("cifar", (2, 2))

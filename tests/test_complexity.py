@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from dsd.complexity import complexity
-from dsd.regnet import compatible_widths, quantized_linear_widths, regnet_stages
-from dsd.spec import make_spec
+from dsd.design.complexity import complexity
+from dsd.design.regnet import compatible_widths, quantized_linear_widths, regnet_stages
+from dsd.design.spec import make_spec
 from tests.helpers import REPO, dsd
 
 REFERENCE = list(csv.DictReader(open(REPO / "tests" / "data" / "regnet_complexity.csv")))

@@ -15,7 +15,7 @@ def test_wheel_ships_the_builtin_spaces(tmp_path):
     wheel = next((tmp_path / "dist").glob("dsd-*.whl"))
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import dsd.spaces as s; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import dsd.design.spaces as s; "
             "assert s.__file__.startswith(sys.argv[1]), s.__file__; "
             "print(','.join(s.builtin_names())); print(s.load_space('RegNetY').network['block'])")
     out = subprocess.run([sys.executable, "-c", code, str(site)], cwd=tmp_path, check=True,

@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from dsd.complexity import complexity
-from dsd.model import build_model
-from dsd.regimes import REGIMES
-from dsd.regnet import regnet_stages
-from dsd.sampler import sample
-from dsd.spaces import builtin_names, load_space
-from dsd.spec import make_spec, spec_from_row
+from dsd.design.complexity import complexity
+from dsd.design.model import build_model
+from dsd.design.regimes import REGIMES
+from dsd.design.regnet import regnet_stages
+from dsd.design.sampler import sample
+from dsd.design.spaces import builtin_names, load_space
+from dsd.design.spec import make_spec, spec_from_row
 
 
 def n_params(module):

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dsd.complexity import complexity
-from dsd.regimes import REGIMES
-from dsd.regnet import compatible_widths, regnet_stages
-from dsd.sampler import sample
-from dsd.spaces import builtin_names, load_space
-from dsd.spec import spec_from_row
+from dsd.design.complexity import complexity
+from dsd.design.regimes import REGIMES
+from dsd.design.regnet import compatible_widths, regnet_stages
+from dsd.design.sampler import sample
+from dsd.design.spaces import builtin_names, load_space
+from dsd.design.spec import spec_from_row
 
 SHARED_B = {"AnyNetXB", "AnyNetXC", "AnyNetXD", "AnyNetXE", "RegNetX", "RegNetY"}
 SHARED_G = {"AnyNetXC", "AnyNetXD", "AnyNetXE", "RegNetX", "RegNetY"}
@@ -105,7 +105,7 @@ def test_unconstrained_sample_follows_the_declared_distributions():
 
 
 def test_regnet_depth_is_uniform_before_the_stage_constraint():
-    from dsd.sampler import draw
+    from dsd.design.sampler import draw
 
     space = load_space("RegNetX")
     d = draw(space.param("depth"), np.random.default_rng(0), (20000,))

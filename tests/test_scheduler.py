@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dsd import store
-from dsd.claims import claim, claim_path, live_claims, release
+from dsd import runfolder as store
+from dsd.runfolder import claim, claim_path, live_claims, release
 from helpers import dsd
 
 # small and quick: 3 epochs of 16 steps per model on the synthetic set
@@ -86,9 +86,9 @@ def test_train_writes_one_valid_row_per_model_and_resumes_to_nothing(tiny_run):
 def test_a_short_fashion_mnist_run_matches_an_independent_evaluation_of_its_weights(tiny_run):
     import torch
 
-    from dsd.data import DataRequest, load, locate
-    from dsd.model import build_model
-    from dsd.spec import spec_from_row
+    from dsd.training.data import DataRequest, load, locate
+    from dsd.design.model import build_model
+    from dsd.design.spec import spec_from_row
 
     run = tiny_run(2)
     proc = dsd("train", run, "--epochs", "3", "--batch-size", "64", "--train-images", "2000",
@@ -300,7 +300,7 @@ def test_ray_backend_finishes_a_run_with_the_same_layout(tiny_run):
 def test_slots_give_k_models_to_every_gpu_or_split_the_cpu_cores(monkeypatch):
     import torch
 
-    from dsd.scheduler import slots_for
+    from dsd.training.devices import slots_for
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
@@ -325,8 +325,8 @@ def test_several_models_per_gpu(tiny_run):
 
 
 def test_a_result_written_before_the_worker_died_is_not_replaced_by_failed(tiny_run):
-    from dsd import store
-    from dsd.scheduler import plan, record_failure, run_settings
+    from dsd import runfolder as store
+    from dsd.training.jobs import plan, record_failure, run_settings
 
     run = tiny_run(2)
     job = plan(run, run_settings(run, dataset="synthetic"))[0]

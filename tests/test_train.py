@@ -12,14 +12,16 @@ import pyarrow as pa
 import pytest
 import torch
 
-from dsd import data as dsd_data
-from dsd import store
-from dsd.data import DataRequest, crop_flip, load, locate, read_idx, subset_indices
+from dsd.training import data as dsd_data
+from dsd import runfolder as store
+from dsd.training.data import DataRequest, crop_flip, load, locate, read_idx, subset_indices
 from dsd.errors import BadInput
-from dsd.model import build_model
-from dsd.regimes import get_regime
-from dsd.spec import spec_from_row
-from dsd.train import fingerprint, settings_for, train_model, train_seed
+from dsd.design.model import build_model
+from dsd.design.regimes import get_regime
+from dsd.design.spec import spec_from_row
+from dsd.training.checkpoints import fingerprint
+from dsd.training.loop import train_model, train_seed
+from dsd.training.settings import settings_for
 
 FASHION_INSTALLED = dsd_data.DEBIAN_FASHION.is_dir()
 
@@ -332,8 +334,8 @@ def test_gpu_checkpoint_restores_the_cuda_generator_and_fused_optimizer(specs, t
 def test_imagefolder_trains_through_a_dataloader_with_workers(tmp_path):
     from PIL import Image
 
-    from dsd.data import FolderData
-    from dsd.spec import make_spec
+    from dsd.training.data import FolderData
+    from dsd.design.spec import make_spec
 
     rng = np.random.default_rng(0)
     for split, n in (("train", 12), ("val", 4)):

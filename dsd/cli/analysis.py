@@ -10,8 +10,8 @@ from typing import List, Optional
 
 import typer
 
-from dsd.cli import (JSON, RUNS_ARG, app, check_figure_out, check_out, emit_json, figure_path, resolve_runs,
-                     say, say_table, warn_mixed_settings, writing)
+from dsd.cli.common import (JSON, RUNS_ARG, app, check_figure_out, check_out, emit_json, figure_path, say, say_table,
+                     warn_mixed_settings, writing)
 from dsd.errors import BadInput
 
 PLOT = typer.Option(False, "--plot",
@@ -23,10 +23,11 @@ def _load(runs, figure_out: Path | None = None):
     """Load the runs; when none were named, the runs under ./runs with nothing trained yet are skipped.
 
     A figure's --out is checked first, so that a bad one is refused before any work."""
-    from dsd.load import load_runs, run_path
+    from dsd.analysis.load import load_runs, run_path
+    from dsd.runfolder import find_runs
 
     check_figure_out(figure_out)
-    paths = resolve_runs(runs)
+    paths = find_runs(runs)
     frame = load_runs(paths)
     if not runs:
         scored = frame.groupby("run", sort=False)["err"].apply(lambda e: e.notna().any())
@@ -40,7 +41,7 @@ def _load(runs, figure_out: Path | None = None):
 
 
 def _warn_mixed(frame) -> None:
-    from dsd.store import SETTING_COLUMNS, mixed_settings
+    from dsd.runfolder import SETTING_COLUMNS, mixed_settings
 
     for name, part in frame.groupby("run", sort=False):
         warn_mixed_settings(f"run {name}", mixed_settings(part[["status", *SETTING_COLUMNS]].to_dict("records")))
@@ -48,7 +49,7 @@ def _warn_mixed(frame) -> None:
 
 def _save(fig, path: Path) -> str:
     """Write the figure and name it on stderr; the name is returned for --json, where stderr is not read."""
-    from dsd.plots import save
+    from dsd.analysis.plots import save
 
     with writing(path):
         saved = str(save(fig, path))
@@ -93,14 +94,14 @@ def edf(
 
     Example: dsd edf runs/xa runs/xc --plot
     """
-    from dsd.edf import edf_curves, edf_table
+    from dsd.analysis.edf import edf_curves, edf_table
 
     paths, frame = _load(runs, out)
     table = edf_table(frame, normalize, bins)
     figure = None
     if plot or out:
-        from dsd.load import top_error
-        from dsd.plots import edf_figure
+        from dsd.analysis.load import top_error
+        from dsd.analysis.plots import edf_figure
 
         path = figure_path(out, paths[0], "edf" + (f"_{normalize}" if normalize else ""))
         figure = _save(edf_figure(edf_curves(frame, normalize, bins), table, normalize, top_error(frame)), path)
@@ -135,15 +136,15 @@ def trends(
 
     Example: dsd trends runs/xc --stats d,w4,g1 --plot
     """
-    from dsd import bootstrap
+    from dsd.analysis import bootstrap
 
     paths, frame = _load(runs, out)
     wanted = [s.strip() for s in stats.split(",") if s.strip()] if stats is not None else None
     table = bootstrap.trends(frame, wanted, samples, subsample, level, seed)
     figure = across = None
     if plot or out:
-        from dsd.load import scored
-        from dsd.plots import trends_across_runs_figure, trends_figure
+        from dsd.analysis.load import scored
+        from dsd.analysis.plots import trends_across_runs_figure, trends_figure
 
         models = scored(frame)
         path = figure_path(out, paths[0], "trends")
@@ -175,7 +176,7 @@ def fit_linear(
 
     Example: dsd fit-linear runs/xe --plot
     """
-    from dsd.fit import fit_runs, save_fits
+    from dsd.analysis.fit import fit_runs, save_fits
 
     if all_models and top is not None:
         raise BadInput("give --top N or --all, not both")
@@ -185,7 +186,7 @@ def fit_linear(
         say(f"fits: {saved}")
     figure = None
     if plot or out:
-        from dsd.plots import fit_figure
+        from dsd.analysis.plots import fit_figure
 
         figure = _save(fit_figure(frame, fits), figure_path(out, paths[0], "fit_linear"))
     if json_out:
@@ -211,13 +212,13 @@ def search_efficiency(
 
     Example: dsd search-efficiency runs/xa runs/regnetx --plot
     """
-    from dsd import search
+    from dsd.analysis import search
 
     paths, frame = _load(runs, out)
     table = search.search_efficiency(frame)
     figure = None
     if plot or out:
-        from dsd.plots import search_figure
+        from dsd.analysis.plots import search_figure
 
         figure = _save(search_figure(table), figure_path(out, paths[0], "search_efficiency"))
     if json_out:
@@ -241,7 +242,7 @@ def report(
 
     Example: dsd report runs/xa runs/xe runs/regnetx --out study.html
     """
-    from dsd.report import write_report
+    from dsd.analysis.report import write_report
 
     if out is not None:
         if out.suffix.lower() not in (".html", ".htm"):
@@ -268,7 +269,7 @@ def export(
 
     Example: dsd export runs/xa runs/xb --out all.parquet
     """
-    from dsd.load import export as export_frame
+    from dsd.analysis.load import export as export_frame
 
     check_out(out)
     _, frame = _load(runs)

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from dsd.cli import JSON, RUNS_ROOT, app, emit_json, say
+from dsd.cli.common import JSON, app, emit_json, say
 from dsd.errors import BadInput
 
 
@@ -35,8 +34,8 @@ def spaces(json_out: bool = JSON):
       dsd spaces
       dsd spaces --json
     """
-    from dsd.regimes import REGIMES
-    from dsd.spaces import builtin_names, load_space
+    from dsd.design.regimes import REGIMES
+    from dsd.design.spaces import builtin_names, load_space
 
     rows = []
     for name in builtin_names():
@@ -84,38 +83,24 @@ def sample(
       dsd sample --space RegNetX --regime cifar --n 100
       dsd sample --space spaces/examples/regnet_se_cifar.yaml --n 50 --flops 100M:140M
     """
-    from dsd.regimes import get_regime, with_overrides
-    from dsd.sampler import regime_for, run_description
-    from dsd.sampler import sample as draw_models
-    from dsd.spaces import load_space
-    from dsd.store import check_run_folder, read_models, write_run
+    from dsd.api import sample_run
 
-    if n <= 0:
-        raise BadInput(f"--n must be positive, got {n}")
-    sp = load_space(space)
-    rg = regime_for(sp, get_regime(regime or sp.regime or "imagenet"))
-    rg = with_overrides(rg, flops, params, acts)
-    folder = out or RUNS_ROOT / sp.short
-    meta = run_description(sp, rg, seed, n)
-    action = check_run_folder(folder, meta, force)
-    if action == "same":
-        read_models(folder)  # a corrupt models file is not "already sampled": name it
+    made = sample_run(space, n, regime=regime, seed=seed, out=out, flops=flops, params=params, acts=acts,
+                      force=force)
+    folder, rg = made.run, made.regime
+    if made.unchanged:
         say(f"{folder}: already sampled with these arguments; nothing to do")
         if json_out:
             emit_json({"run": str(folder), "n": n, "unchanged": True})
         return
-    t = time.perf_counter()
-    result = draw_models(sp, rg, n, seed)
-    elapsed = time.perf_counter() - t
-    write_run(folder, meta, result.rows, replace=action == "replace")
-    summary = {"run": str(folder), "space": sp.name, "regime": rg.name, "n": n, "seed": seed,
-               "draws": result.draws, "acceptance": n / result.draws, "duplicates": result.duplicates,
-               "seconds": round(elapsed, 3)}
+    summary = {"run": str(folder), "space": made.space.name, "regime": rg.name, "n": n, "seed": seed,
+               "draws": made.draws, "acceptance": n / made.draws, "duplicates": made.duplicates,
+               "seconds": round(made.seconds, 3)}
     if json_out:
         emit_json(summary)
-    say(f"sampled {n} models from {sp.name} ({rg.name}: flops {_band(*rg.flops)}, params "
-        f"{_band(*rg.params)}, acts {_band(*rg.acts)}) in {elapsed:.2f} s: {result.draws:,} candidates, "
-        f"{100 * n / result.draws:.2f}% accepted -> {folder}")
+    say(f"sampled {n} models from {made.space.name} ({rg.name}: flops {_band(*rg.flops)}, params "
+        f"{_band(*rg.params)}, acts {_band(*rg.acts)}) in {made.seconds:.2f} s: {made.draws:,} candidates, "
+        f"{100 * n / made.draws:.2f}% accepted -> {folder}")
     say(f"next: dsd train {folder}")
 
 
@@ -124,7 +109,7 @@ def _check_options(params: dict, counts: dict, se_ratio: float) -> None:
 
     params: space parameter name -> value, bounded as in space files (dsd.spaces.LOWER_BOUNDS);
     counts: option -> value that must be at least 1."""
-    from dsd.spaces import check_lowest
+    from dsd.design.spaces import check_lowest
 
     for name, value in params.items():
         if value is not None:
@@ -180,9 +165,7 @@ def describe(
                    --strides 1,2,2 --regime cifar                               # ResNet-56
       dsd describe runs/xa --id 3
     """
-    from dsd.complexity import complexity
-    from dsd.regimes import get_regime
-    from dsd.spec import make_spec
+    from dsd.design.complexity import complexity
 
     _check_options({"depth": depth, "w0": w0, "wa": wa, "wm": wm, "group_width": group_width,
                     "bottleneck_ratio": bottleneck_ratio},
@@ -193,30 +176,13 @@ def describe(
             raise BadInput("give --id K with a run folder")
         spec = _spec_from_run(run, model_id)
     else:
-        rg = get_regime(regime)
-        common = {"stem": stem or rg.stem or "simple", "stem_width": stem_width, "se_ratio": se_ratio,
-                  "block": block or ("Y" if se_ratio else "X"),
-                  "in_channels": rg.in_channels if in_channels is None else in_channels,
-                  "num_classes": rg.num_classes if classes is None else classes,
-                  "resolution": rg.resolution if resolution is None else resolution}
-        if depths is not None:
-            d = _numbers(depths, "depths")
-            w = _numbers(widths, "widths")
-            if w is None:
-                raise BadInput("--depths needs --widths")
-            regnet = None
-        elif None not in (depth, w0, wa, wm, group_width):
-            from dsd.regnet import regnet_stages
-
-            d, w = regnet_stages(depth, w0, wa, wm)
-            regnet = {"w0": w0, "wa": wa, "wm": wm}
-        else:
-            raise BadInput("give RUN --id K, or --depth --w0 --wa --wm --group-width, or --depths --widths")
-        k = len(d)
-        g = _numbers(group_widths, "group-widths") or [1 if group_width is None else group_width] * k
-        b = _numbers(bottleneck_ratios, "bottleneck-ratios", float) or [bottleneck_ratio] * k
-        s = _numbers(strides, "strides") or [rg.strides[i] if rg.strides and i < len(rg.strides) else 2 for i in range(k)]
-        spec = make_spec(d, w, b, g, s, regnet=regnet, **common)
+        spec = _spec_from_options(
+            regnet={"depth": depth, "w0": w0, "wa": wa, "wm": wm}, depths=depths, widths=widths,
+            group_widths=group_widths, bottleneck_ratios=bottleneck_ratios, group_width=group_width,
+            bottleneck_ratio=bottleneck_ratio, regime=regime,
+            network={"stem": stem, "stem_width": stem_width, "block": block or ("Y" if se_ratio else "X"),
+                     "se_ratio": se_ratio, "strides": _numbers(strides, "strides"), "resolution": resolution,
+                     "in_channels": in_channels, "num_classes": classes})
     counts = complexity(spec)
     info = {"depths": list(spec.depths), "widths": list(spec.widths), "group_widths": list(spec.group_widths),
             "bottleneck_ratios": list(spec.bottleneck_ratios), "strides": list(spec.strides), **counts,
@@ -233,9 +199,34 @@ def describe(
     say(f"flops {counts['flops']:,}  params {counts['params']:,}  acts {counts['acts']:,}")
 
 
+def _spec_from_options(regnet: dict, depths, widths, group_widths, bottleneck_ratios, group_width,
+                       bottleneck_ratio, regime: str, network: dict):
+    """describe's spec from RegNet parameters or explicit stages, under the regime's network, with the
+    network options given (not None) taking precedence."""
+    from dsd.design.regimes import get_regime
+    from dsd.design.regnet import regnet_stages
+    from dsd.design.spec import make_spec, network_for
+
+    if depths is not None:
+        d, w, rule = _numbers(depths, "depths"), _numbers(widths, "widths"), None
+        if w is None:
+            raise BadInput("--depths needs --widths")
+    elif None not in (*regnet.values(), group_width):
+        d, w = regnet_stages(regnet["depth"], regnet["w0"], regnet["wa"], regnet["wm"])
+        rule = {k: regnet[k] for k in ("w0", "wa", "wm")}
+    else:
+        raise BadInput("give RUN --id K, or --depth --w0 --wa --wm --group-width, or --depths --widths")
+    k = len(d)
+    net = network_for(get_regime(regime), k).fields()
+    net.update({key: value for key, value in network.items() if value is not None})
+    g = _numbers(group_widths, "group-widths") or [1 if group_width is None else group_width] * k
+    b = _numbers(bottleneck_ratios, "bottleneck-ratios", float) or [bottleneck_ratio] * k
+    return make_spec(d, w, b, g, regnet=rule, **net)
+
+
 def _spec_from_run(run: Path, model_id: int):
-    from dsd.spec import spec_from_row
-    from dsd.store import read_models
+    from dsd.design.spec import spec_from_row
+    from dsd.runfolder import read_models
 
     table = read_models(run)
     ids = table.column("model_id").to_pylist()

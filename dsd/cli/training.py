@@ -6,8 +6,13 @@ from typing import List, Optional
 
 import typer
 
-from dsd.cli import JSON, RUNS_ARG, app, emit_json, resolve_runs, say, say_table, warn_mixed_settings
+from dsd.cli.common import JSON, RUNS_ARG, app, emit_json, say, say_table, warn_mixed_settings
 from dsd.errors import BadInput
+from dsd.training.settings import DataRequest, SweepOptions, TrainSettings, default
+
+# each default shown here is read from the one place that sets it (dsd.training.settings)
+SETTING, DATA, SWEEP = (lambda name: default(TrainSettings, name), lambda name: default(DataRequest, name),
+                        lambda name: default(SweepOptions, name))
 
 
 def parse_ids(text: Optional[str]) -> Optional[list[int]]:
@@ -33,31 +38,32 @@ def train(
         None, help="fashion-mnist | cifar10 | imagefolder:PATH | synthetic (default: the run's regime's)."),
     data_dir: Optional[str] = typer.Option(None, help="Where the data set is (default: $DSD_DATA_DIR, then the "
                                                       "usual places; downloaded into ~/.cache/dsd when online)."),
-    download: bool = typer.Option(True, help="Download fashion-mnist / cifar10 with torchvision when not found."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs per model (default: the regime's, 10)."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the regime's, 128)."),
+    download: bool = typer.Option(DATA("download"), help="Download fashion-mnist / cifar10 with torchvision when not found."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs per model (default: the regime's protocol, see "
+                                                     "`dsd spaces`)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the regime's protocol)."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate of the cosine schedule (default: the "
                                                   "regime's, scaled linearly when only --batch-size is given)."),
-    wd: Optional[float] = typer.Option(None, help="Weight decay (default: the regime's)."),
+    wd: Optional[float] = typer.Option(None, help="Weight decay (default: the regime's protocol)."),
     train_images: Optional[int] = typer.Option(None, help="Train on a fixed subset of this many images "
                                                           "(the same for every model)."),
     eval_images: Optional[int] = typer.Option(None, help="Evaluate on a fixed subset of this many images."),
-    seed: int = typer.Option(0, min=0, help="Training seed; model i trains with a seed made from (seed, i)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N (auto: every GPU, else the CPU)."),
-    models_per_gpu: int = typer.Option(1, help="Models trained at once on each GPU (one process each)."),
-    cpu_workers: int = typer.Option(1, help="Models trained at once on the CPU (the cores are split)."),
-    amp: bool = typer.Option(True, help="bf16 autocast on a GPU."),
-    channels_last: bool = typer.Option(True, help="Channels-last memory format."),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile each model (pays off for long runs)."),
-    loader_workers: int = typer.Option(4, help="DataLoader workers per model (imagefolder only)."),
-    save_weights: bool = typer.Option(False, "--save-weights", help="Keep final weights in RUN/weights/ID.pt."),
-    checkpoints: bool = typer.Option(True, help="Save each model's state after every epoch in RUN/checkpoints/, "
+    seed: int = typer.Option(SETTING("seed"), min=0, help="Training seed; model i trains with a seed made from (seed, i)."),
+    device: str = typer.Option(SWEEP("device"), help="auto | cpu | cuda | cuda:N (auto: every GPU, else the CPU)."),
+    models_per_gpu: int = typer.Option(SWEEP("models_per_gpu"), help="Models trained at once on each GPU (one process each)."),
+    cpu_workers: int = typer.Option(SWEEP("cpu_workers"), help="Models trained at once on the CPU (the cores are split)."),
+    amp: bool = typer.Option(SETTING("amp"), help="bf16 autocast on a GPU."),
+    channels_last: bool = typer.Option(SETTING("channels_last"), help="Channels-last memory format."),
+    compile_model: bool = typer.Option(SETTING("compile"), "--compile", help="torch.compile each model (pays off for long runs)."),
+    loader_workers: int = typer.Option(DATA("loader_workers"), help="DataLoader workers per model (imagefolder only)."),
+    save_weights: bool = typer.Option(SETTING("save_weights"), "--save-weights", help="Keep final weights in RUN/weights/ID.pt."),
+    checkpoints: bool = typer.Option(SETTING("checkpoints"), help="Save each model's state after every epoch in RUN/checkpoints/, "
                                                 "so that an interrupted model resumes where it stopped."),
     limit: Optional[int] = typer.Option(None, help="Train at most this many models, then stop."),
     ids: Optional[str] = typer.Option(None, help="Only these model ids, e.g. 0,3,7-9."),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="Train models whose result is 'failed' or "
+    retry_failed: bool = typer.Option(SWEEP("retry_failed"), "--retry-failed", help="Train models whose result is 'failed' or "
                                                                     "'diverged' again."),
-    backend: str = typer.Option("local", help="local (worker processes) | ray (one Ray task per model)."),
+    backend: str = typer.Option(SWEEP("backend"), help="local (worker processes) | ray (one Ray task per model)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join, e.g. auto (default: a local instance)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary only."),
 ):
@@ -76,10 +82,10 @@ def train(
       dsd train runs/xa --retry-failed --ids 3,7-9
       dsd train runs/xa --backend ray --ray-address auto
     """
-    from dsd.scheduler import train_runs
+    from dsd.api import train_runs
 
     summary = train_runs(
-        resolve_runs(runs), ids=parse_ids(ids), limit=limit, retry_failed=retry_failed, backend=backend,
+        runs, ids=parse_ids(ids), limit=limit, retry_failed=retry_failed, backend=backend,
         device=device, models_per_gpu=models_per_gpu, cpu_workers=cpu_workers, ray_address=ray_address,
         dataset=dataset, data_dir=data_dir, download=download, epochs=epochs, batch_size=batch_size, lr=lr,
         wd=wd, train_images=train_images, eval_images=eval_images, loader_workers=loader_workers, seed=seed,
@@ -107,9 +113,9 @@ def status(
       dsd status                      # every run under ./runs
       dsd status runs/xa runs/regnetx --json
     """
-    from dsd.claims import run_status
+    from dsd.runfolder import find_runs, run_status
 
-    rows = [run_status(r) for r in resolve_runs(runs)]
+    rows = [run_status(r) for r in find_runs(runs)]
     if json_out:
         emit_json(rows)
         return

@@ -1,4 +1,4 @@
-"""Analytic complexity (flops as multiply-adds, params, acts) by the counting rules of PAPER.md section 2.
+"""Analytic complexity (flops as multiply-adds, params, acts) by the counting rules of docs/method.md section 2.
 
 One small function per layer and per block, mirroring `dsd.model`. Every function works elementwise on
 numpy int64 arrays, so the sampler counts a whole batch of candidates at once, and `complexity(spec)`
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsd.spec import ModelSpec
+from dsd.design.spec import ModelSpec
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Error EDFs (PAPER.md eq. 1), the complexity-normalized EDF of NDS, and the KS comparison of runs.
+"""Error EDFs (docs/method.md section 5), the complexity-normalized EDF of NDS, and the KS comparison of runs.
 
 F(e) = (1/n) sum_i 1[e_i < e] is the fraction of models with error strictly below e. The normalized EDF
 weighs each model so that every occupied complexity bin carries the same mass: two spaces whose
@@ -11,7 +11,7 @@ import pandas as pd
 from scipy import stats
 
 from dsd.errors import BadInput
-from dsd.load import run_names, scored, status_counts
+from dsd.analysis.load import run_names, scored, status_counts
 
 NORMALIZE = ("flops", "params", "acts")
 

@@ -1,4 +1,4 @@
-"""ModelSpec -> torch nn.Module, built as PAPER.md section 1 describes (mirrors dsd.complexity).
+"""ModelSpec -> torch nn.Module, built as docs/method.md section 1 describes (mirrors dsd.complexity).
 
 torch is imported here only; the sampling commands never import this module.
 """
@@ -9,7 +9,7 @@ import math
 import torch
 from torch import nn
 
-from dsd.spec import ModelSpec
+from dsd.design.spec import ModelSpec
 
 
 def conv_bn(c_in, c_out, k, stride=1, groups=1) -> list[nn.Module]:

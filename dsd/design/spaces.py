@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
+from dsd.design.regimes import parse_range
+from dsd.design.spec import BLOCKS, STEMS
 from dsd.errors import BadInput
-from dsd.regimes import parse_range
-from dsd.spec import BLOCKS, STEMS
 
 TOP_KEYS = {"name", "short", "description", "extends", "network", "parameters", "non_decreasing", "rule",
             "regime", "complexity"}
@@ -29,7 +29,8 @@ STAGE_PARAMS = ("depth", "width", "bottleneck_ratio", "group_width")
 REGNET_PARAMS = ("depth", "w0", "wa", "wm", "bottleneck_ratio", "group_width")
 RULES = ("quantized_linear",)
 # The smallest value a parameter can take, and whether that bound itself is allowed: depths, widths and
-# group widths count channels or blocks, b > 0, and PAPER.md section 3 has w0 > 0, wa >= 0, wm > 1.
+# group widths count channels or blocks, b > 0, and the RegNet rule needs w0 > 0, wa >= 0, wm > 1
+# (docs/method.md section 3.1).
 LOWER_BOUNDS = {"depth": (1, True), "width": (1, True), "group_width": (1, True), "bottleneck_ratio": (0, False),
                 "w0": (0, False), "wa": (0, True), "wm": (1, False)}
 # `short` names the default run folder runs/SHORT, so it must stay one plain folder name inside runs/.
@@ -108,7 +109,7 @@ def builtin_dir() -> Path:
     pyproject.toml ships spaces/ as the package `dsd.builtin_spaces`; in a checkout (or an editable
     install run from it) that package name is not importable, so the folder is used directly.
     """
-    checkout = Path(__file__).resolve().parent.parent / "spaces"
+    checkout = Path(__file__).resolve().parents[2] / "spaces"
     if (checkout / "AnyNetXA.yaml").is_file():
         return checkout
     return Path(str(resources.files("dsd.builtin_spaces")))
@@ -230,12 +231,8 @@ def _param(name: str, d: dict, where: str, regnet: bool) -> Param:
     return Param(name, dist, float(low), float(high), q, per_stage=per_stage, shared=bool(d.get("shared", False)))
 
 
-def space_from_mapping(data: dict, where: str = "space") -> Space:
-    """Validate a merged space mapping; every problem is a one-line BadInput naming the file and key."""
-    for key in ("name", "network", "parameters"):
-        if key not in data:
-            raise BadInput(f"{where}: missing key {key!r}")
-    net = data["network"]
+def _network(net, where: str) -> dict:
+    """The validated `network:` mapping with its defaults filled in."""
     if not isinstance(net, dict):
         raise BadInput(f"{where}: `network` must be a mapping")
     unknown = set(net) - NETWORK_KEYS
@@ -257,7 +254,33 @@ def space_from_mapping(data: dict, where: str = "space") -> Space:
         raise BadInput(f"{where}: network: stem_width must be a positive integer")
     if not isinstance(net["se_ratio"], (int, float)) or not 0 <= net["se_ratio"] < 1:
         raise BadInput(f"{where}: network: se_ratio must be in [0, 1)")
+    return net
 
+
+def _complexity(complexity, where: str) -> dict | None:
+    """The file's own flops / params / acts ranges, parsed."""
+    if complexity is None:
+        return None
+    bad = set(complexity) - {"flops", "params", "acts"} if isinstance(complexity, dict) else {"?"}
+    if bad:
+        raise BadInput(f"{where}: complexity: only flops, params, acts ranges are allowed")
+    return {k: parse_range(str(v), f"{where}: complexity: {k}") for k, v in complexity.items()}
+
+
+def _short(data: dict, where: str) -> str:
+    short = str(data.get("short") or re.sub(r"[^a-z0-9._-]+", "-", str(data["name"]).lower()).strip("-."))
+    if not SHORT_NAME.fullmatch(short):
+        raise BadInput(f"{where}: short {short!r} is not a plain folder name "
+                       f"(letters, digits, '-', '_', '.'; not starting with '.')")
+    return short
+
+
+def space_from_mapping(data: dict, where: str = "space") -> Space:
+    """Validate a merged space mapping; every problem is a one-line BadInput naming the file and key."""
+    for key in ("name", "network", "parameters"):
+        if key not in data:
+            raise BadInput(f"{where}: missing key {key!r}")
+    net = _network(data["network"], where)
     rule = data.get("rule")
     if rule is not None and (not isinstance(rule, dict) or rule.get("type") not in RULES):
         raise BadInput(f"{where}: rule: type must be one of {', '.join(RULES)}")
@@ -284,16 +307,6 @@ def space_from_mapping(data: dict, where: str = "space") -> Space:
             raise BadInput(f"{where}: non_decreasing: {name!r} is not a per-stage, unshared parameter")
     if data.get("regime") is not None and not isinstance(data["regime"], str):
         raise BadInput(f"{where}: regime must be a regime name")
-    complexity = data.get("complexity")
-    if complexity is not None:
-        bad = set(complexity) - {"flops", "params", "acts"} if isinstance(complexity, dict) else {"?"}
-        if bad:
-            raise BadInput(f"{where}: complexity: only flops, params, acts ranges are allowed")
-        complexity = {k: parse_range(str(v), f"{where}: complexity: {k}") for k, v in complexity.items()}
-    short = str(data.get("short") or re.sub(r"[^a-z0-9._-]+", "-", str(data["name"]).lower()).strip("-."))
-    if not SHORT_NAME.fullmatch(short):
-        raise BadInput(f"{where}: short {short!r} is not a plain folder name "
-                       f"(letters, digits, '-', '_', '.'; not starting with '.')")
-    return Space(name=str(data["name"]), short=short, description=str(data.get("description", "")),
+    return Space(name=str(data["name"]), short=_short(data, where), description=str(data.get("description", "")),
                  network=net, params=parsed, non_decreasing=tuple(order), rule=rule, regime=data.get("regime"),
-                 complexity=complexity, source=data)
+                 complexity=_complexity(data.get("complexity"), where), source=data)

@@ -1,4 +1,4 @@
-"""Regimes: what complexity is measured at, the default complexity band, and the training defaults.
+"""Regimes: what complexity is measured at, the default complexity band, and the training protocol.
 
 A regime overrides the input side of a space (resolution, channels, classes, stem stride / per-stage
 strides where small images need it) so that one space file serves ImageNet, CIFAR-10 and Fashion-MNIST.
@@ -10,6 +10,9 @@ Why these bands:
   120M..130M keeps typical models the same shapes (depths, widths) as in the paper's regime.
 - fashion: 28 px, 1 channel, stride-2 stem, strides 1,2,2,2 (maps 14, 7, 4, 2); 2M..4M flops keeps
   models narrow and shallow enough to train on two CPU cores within the demo's budget.
+
+The regime's `Protocol` is the one home of the training defaults (docs/method.md section 4): `dsd train`
+and the library take every default from it.
 """
 from __future__ import annotations
 
@@ -20,6 +23,17 @@ from dataclasses import asdict, dataclass, field, replace
 from dsd.errors import BadInput
 
 UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The short training schedule of a regime (docs/method.md section 4); `dsd train` options override it."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    wd: float = 5e-4
+    momentum: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -34,7 +48,14 @@ class Regime:
     flops: tuple[float, float] = (0, math.inf)
     params: tuple[float, float] = (0, math.inf)
     acts: tuple[float, float] = (0, math.inf)
-    train: dict = field(default_factory=dict)  # epochs, batch_size, lr, wd (PAPER.md section 4)
+    train: Protocol = field(default_factory=Protocol)  # stored under `train:` in run.yaml
+
+    def strides_for(self, stages: int, written: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        """Per-stage strides under this regime: its i-th stride, else 2 (else `written`, when given,
+        for a regime without strides of its own)."""
+        if not self.strides:
+            return tuple(written) if written else (2,) * stages
+        return tuple(self.strides[i] if i < len(self.strides) else 2 for i in range(stages))
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -46,11 +67,10 @@ class Regime:
 
 REGIMES = {
     "imagenet": Regime("imagenet", 224, 3, 1000, "imagefolder", flops=(360e6, 400e6),
-                       train={"epochs": 10, "batch_size": 128, "lr": 0.05, "wd": 5e-5}),
-    "cifar": Regime("cifar", 32, 3, 10, "cifar10", stem="cifar", strides=(1, 2, 2, 2), flops=(120e6, 130e6),
-                    train={"epochs": 10, "batch_size": 128, "lr": 0.1, "wd": 5e-4}),
+                       train=Protocol(lr=0.05, wd=5e-5)),
+    "cifar": Regime("cifar", 32, 3, 10, "cifar10", stem="cifar", strides=(1, 2, 2, 2), flops=(120e6, 130e6)),
     "fashion": Regime("fashion", 28, 1, 10, "fashion-mnist", stem="simple", strides=(1, 2, 2, 2),
-                      flops=(2e6, 4e6), train={"epochs": 10, "batch_size": 128, "lr": 0.1, "wd": 5e-4}),
+                      flops=(2e6, 4e6)),
 }
 
 
@@ -100,6 +120,7 @@ def regime_from_dict(d: dict) -> Regime:
         d[k] = (lo or 0, math.inf if hi is None else hi)
     d["strides"] = tuple(d["strides"]) if d.get("strides") else None
     try:
+        d["train"] = Protocol(**(d.get("train") or {}))
         return Regime(**d)
     except TypeError as e:
         raise BadInput(f"run.yaml: not a regime description ({e})") from None

@@ -1,4 +1,4 @@
-"""Design trends by the empirical bootstrap of PAPER.md section 5 (RegNet footnote 4).
+"""Design trends by the empirical bootstrap of docs/method.md section 5 (RegNet footnote 4).
 
 The question is "which value of a statistic do the best models have?". One best model says little;
 the bootstrap asks it many times: draw 25% of the (statistic, error) pairs with replacement, keep the
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dsd.errors import BadInput
-from dsd.load import run_names, scored
+from dsd.analysis.load import run_names, scored
 
 STAGE_STATS = {"d": "depths", "w": "widths", "b": "bottleneck_ratios", "g": "group_widths"}
 ALIASES = {"depth": "d"}

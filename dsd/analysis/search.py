@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dsd.load import run_names, scored
+from dsd.analysis.load import run_names, scored
 
 
 def sample_sizes(n: int) -> np.ndarray:

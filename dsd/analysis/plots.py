@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dsd import store
-from dsd.fit import block_widths
-from dsd.load import top_error
-from dsd.regnet import quantized_linear_widths
+from dsd import runfolder
+from dsd.analysis.fit import block_widths
+from dsd.analysis.load import top_error
+from dsd.design.regnet import quantized_linear_widths
 
 LOG_SCALE_MIN_RATIO = 8.0
 
@@ -44,7 +44,7 @@ def save(fig, path: Path) -> Path:
     """Write the figure atomically; the format follows the extension (png, svg, pdf)."""
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".") or "png"
-    store.write_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=150))
+    runfolder.write_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=150))
     return path
 
 

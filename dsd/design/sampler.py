@@ -12,46 +12,25 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from dsd import complexity as cx
+from dsd.design import complexity as cx
+from dsd.design.regimes import Regime
+from dsd.design.regnet import compatible_widths, quantized_linear_widths, stage_runs
+from dsd.design.spaces import Param, Space
+from dsd.design.spec import ModelSpec, Network, network_for, spec_to_row
 from dsd.errors import BadInput
-from dsd.regimes import Regime
-from dsd.regnet import compatible_widths
-from dsd.spaces import Param, Space
-from dsd.spec import ModelSpec
 
 FIRST_BATCH = 256
 MAX_BATCH = 16384
 MAX_DRAWS_PER_MODEL = 2_000_000
 
 
-@dataclass(frozen=True)
-class Network:
-    """The fixed (non-sampled) part of every model: the space's network under the regime's input."""
-
-    stem: str
-    stem_width: int
-    block: str
-    se_ratio: float
-    strides: tuple[int, ...]
-    resolution: int
-    in_channels: int
-    num_classes: int
-
-
-def network_for(space: Space, regime: Regime) -> Network:
-    """Apply a regime to a space: its stem and its strides (stage i takes the regime's i-th, else 2).
-
-    A space file that names its own `regime:` was written for that input, so under that regime its
-    stem and strides are kept as written."""
+def space_network(space: Space, regime: Regime) -> Network:
+    """A space's network under a regime; a space file that names its own `regime:` was written for that
+    input, so under that regime its stem and strides are kept as written."""
     net = space.network
-    strides = tuple(net["strides"])
-    written_for_it = space.regime == regime.name
-    if regime.strides and not written_for_it:
-        strides = tuple(regime.strides[i] if i < len(regime.strides) else 2 for i in range(len(strides)))
-    stem = net["stem"] if written_for_it else (regime.stem or net["stem"])
-    return Network(stem=stem, stem_width=net["stem_width"], block=net["block"],
-                   se_ratio=float(net["se_ratio"]), strides=strides, resolution=regime.resolution,
-                   in_channels=regime.in_channels, num_classes=regime.num_classes)
+    return network_for(regime, space.stages, stem=net["stem"], strides=net["strides"],
+                       stem_width=net["stem_width"], block=net["block"], se_ratio=net["se_ratio"],
+                       own=space.regime == regime.name)
 
 
 def draw(p: Param, rng: np.random.Generator, shape: tuple) -> np.ndarray:
@@ -86,19 +65,12 @@ def draw_regnet_params(space: Space, rng: np.random.Generator, batch: int) -> di
     """RegNet parameters per candidate, then stage depths and widths by the quantized linear rule;
     candidates with a stage count other than the space's get depth 0 (rejected by the caller)."""
     v = {p.name: draw(p, rng, (batch,)) for p in space.params}
-    quantum = space.rule.get("quantum", 8)
     d = v["depth"].astype(np.int64)
-    j = np.arange(int(d.max()))
-    u = v["w0"][:, None] + v["wa"][:, None] * j
-    k = np.round(np.log(u / v["w0"][:, None]) / np.log(v["wm"][:, None]))
-    w = (np.round(v["w0"][:, None] * np.power(v["wm"][:, None], k) / quantum) * quantum).astype(np.int64)
-    inside = j < d[:, None]
-    starts = np.concatenate([np.ones((batch, 1), bool), w[:, 1:] != w[:, :-1]], axis=1) & inside
-    stage_of = np.cumsum(starts, axis=1) - 1
-    ok = starts.sum(axis=1) == space.stages
+    w = quantized_linear_widths(int(d.max()), v["w0"][:, None], v["wa"][:, None], v["wm"][:, None],
+                                space.rule.get("quantum", 8))
     s = space.stages
-    depths = np.stack([((stage_of == i) & inside).sum(axis=1) for i in range(s)], axis=1)
-    widths = np.stack([np.where((stage_of == i) & inside, w, 0).max(axis=1) for i in range(s)], axis=1)
+    depths, widths, runs = stage_runs(w, d, s)
+    ok = runs == s
     depths[~ok] = 0
     widths[~ok] = 8
     out = {"depth": depths, "width": widths,
@@ -118,7 +90,7 @@ class Sampler:
 
     def __init__(self, space: Space, regime: Regime):
         self.space, self.regime = space, regime
-        self.net = network_for(space, regime)
+        self.net = space_network(space, regime)
         self.regnet = space.rule is not None
 
     def candidates(self, rng: np.random.Generator, batch: int) -> tuple[dict, np.ndarray, dict]:
@@ -146,14 +118,10 @@ class Sampler:
         return v, ok, stats
 
     def spec(self, v: dict, stats: dict, i: int) -> tuple[ModelSpec, dict]:
-        n = self.net
         regnet = {k: float(v[k][i]) for k in ("w0", "wa", "wm")} if self.regnet else None
         spec = ModelSpec(depths=tuple(v["depth"][i].tolist()), widths=tuple(v["width"][i].tolist()),
                          bottleneck_ratios=tuple(v["bottleneck_ratio"][i].tolist()),
-                         group_widths=tuple(v["group_width"][i].tolist()), strides=n.strides, stem=n.stem,
-                         stem_width=n.stem_width, block=n.block, se_ratio=n.se_ratio,
-                         in_channels=n.in_channels, num_classes=n.num_classes, resolution=n.resolution,
-                         regnet=regnet)
+                         group_widths=tuple(v["group_width"][i].tolist()), regnet=regnet, **self.net.fields())
         return spec, {k: int(stats[k][i]) for k in stats}
 
 
@@ -188,7 +156,7 @@ def sample(space: Space, regime: Regime, n: int, seed: int = 0,
                     dups += 1
                     continue
                 seen.add(key)
-                found, used = model_row(i, space, seed, spec, key, counts), j + 1
+                found, used = spec_to_row(spec, i, space.name, seed, counts), j + 1
                 break
             tried += int(used)
             batch = min(2 * batch, MAX_BATCH)
@@ -197,26 +165,6 @@ def sample(space: Space, regime: Regime, n: int, seed: int = 0,
     return Sample(rows, draws, dups)
 
 
-def model_row(i: int, space: Space, seed: int, spec: ModelSpec, key: str, counts: dict) -> dict:
-    """One row of models.parquet (columns of dsd.store.MODEL_SCHEMA)."""
-    r = spec.regnet or {}
-    return {"model_id": i, "space": space.name, "seed": seed, "key": key, "stem": spec.stem,
-            "stem_width": spec.stem_width, "block": spec.block, "depths": list(spec.depths),
-            "widths": list(spec.widths), "bottleneck_ratios": list(spec.bottleneck_ratios),
-            "group_widths": list(spec.group_widths), "strides": list(spec.strides),
-            "se_ratio": spec.se_ratio, "depth": spec.depth, "w0": r.get("w0"), "wa": r.get("wa"),
-            "wm": r.get("wm"), "resolution": spec.resolution, "in_channels": spec.in_channels,
-            "num_classes": spec.num_classes, **counts}
-
-
 def regime_for(space: Space, regime: Regime) -> Regime:
     """The space file's own complexity ranges (if any) applied over the regime's."""
     return replace(regime, **space.complexity) if space.complexity else regime
-
-
-def run_description(space, regime, seed: int, n: int) -> dict:
-    """What run.yaml records: everything that determines the models, plus n and the version."""
-    from dsd import __version__
-
-    return {"name": space.short, "space": space.name, "space_file": space.source,
-            "regime": regime.as_dict(), "seed": seed, "n": n, "dsd_version": __version__}

@@ -1,10 +1,4 @@
-"""The run folder: the only interface between sampling, training and analysis.
-
-    RUN/run.yaml            resolved space, regime, seed, n, dsd version (written by `dsd sample`)
-    RUN/models.parquet      one row per sampled model
-    RUN/results/ID.parquet  one row per finished model, written atomically (temp file + rename)
-    RUN/claims/ID           a model being trained (see dsd.claims)
-    RUN/checkpoints/ID.pt   the training state of an unfinished model after its last epoch
+"""The run folder's files: their names, formats and atomic writes (layout in dsd.runfolder).
 
 Everything here uses pyarrow directly so that `dsd sample` stays fast to start.
 """
@@ -19,12 +13,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from dsd.design.regimes import Regime, regime_from_dict
+from dsd.design.spaces import Space
 from dsd.errors import BadInput
 
+RUNS_ROOT = Path("runs")  # where runs go by default (runs/SHORT) and where commands look without RUN...
 RUN_FILE = "run.yaml"
 MODELS_FILE = "models.parquet"
 RESULTS_DIR = "results"
 CLAIMS_DIR = "claims"
+CHECKPOINTS_DIR = "checkpoints"
+WEIGHTS_DIR = "weights"
+FITS_FILE = "fits.parquet"
 
 MODEL_SCHEMA = pa.schema([
     ("model_id", pa.int64()), ("space", pa.string()), ("seed", pa.int64()), ("key", pa.string()),
@@ -47,11 +47,27 @@ RESULT_SCHEMA = pa.schema([
     ("message", pa.string()), ("versions", pa.string()), ("host", pa.string()), ("time", pa.string()),
 ])
 
+FITS_SCHEMA = pa.schema([
+    ("scope", pa.string()), ("model_id", pa.int64()), ("rank", pa.int64()), ("depth", pa.int64()),
+    ("error", pa.float64()), ("w0", pa.float64()), ("wa", pa.float64()), ("wm", pa.float64()),
+    ("e_fit", pa.float64()), ("linear_w0", pa.float64()), ("linear_wa", pa.float64()),
+])
+
 STATUSES = ("done", "failed", "diverged")
 
 
 def is_run(path: Path) -> bool:
     return (Path(path) / RUN_FILE).is_file() and (Path(path) / MODELS_FILE).is_file()
+
+
+def find_runs(runs=None) -> list[Path]:
+    """The given run folders (each checked), or every run folder under RUNS_ROOT when none is given."""
+    if runs:
+        return [require_run(r) for r in runs]
+    found = sorted(p for p in RUNS_ROOT.glob("*") if is_run(p)) if RUNS_ROOT.is_dir() else []
+    if not found:
+        raise BadInput(f"no run folders given and none found under {RUNS_ROOT}/ (make one with `dsd sample`)")
+    return found
 
 
 def require_run(path: Path) -> Path:
@@ -112,6 +128,25 @@ def check_result(path: Path) -> None:
 
 def result_path(run: Path, model_id: int) -> Path:
     return Path(run) / RESULTS_DIR / f"{int(model_id)}.parquet"
+
+
+def checkpoint_path(run: Path, model_id: int) -> Path:
+    """The training state of an unfinished model after its last epoch (torch.save format)."""
+    return Path(run) / CHECKPOINTS_DIR / f"{int(model_id)}.pt"
+
+
+def weights_path(run: Path, model_id: int) -> Path:
+    """A finished model's final weights (a state dict), kept with `dsd train --save-weights`."""
+    return Path(run) / WEIGHTS_DIR / f"{int(model_id)}.pt"
+
+
+def remove_orphans(run: Path, model_id: int) -> None:
+    """Temp files of a model's result, weights or checkpoint, left by a writer killed mid-write.
+
+    Only the holder of the model's claim may call this, so that no live writer owns them."""
+    for path in (result_path(run, model_id), weights_path(run, model_id), checkpoint_path(run, model_id)):
+        for orphan in path.parent.glob(f".{path.name}.*.tmp"):
+            orphan.unlink(missing_ok=True)
 
 
 def read_results(run: Path) -> pa.Table:
@@ -197,9 +232,31 @@ def write_result(run: Path, row: dict) -> Path:
     return path
 
 
+def describe_run(space: Space, regime: Regime, seed: int, n: int) -> dict:
+    """What run.yaml records: everything that determines the models, plus n and the version."""
+    from dsd.version import __version__
+
+    return {"name": space.short, "space": space.name, "space_file": space.source,
+            "regime": regime.as_dict(), "seed": seed, "n": n, "dsd_version": __version__}
+
+
+def read_regime(run: Path) -> Regime:
+    """The regime a run was sampled under (its input and training protocol)."""
+    meta = read_meta(run)
+    if not isinstance(meta.get("regime"), dict):
+        raise BadInput(f"{run}/{RUN_FILE}: no regime (sample the run with `dsd sample`)")
+    return regime_from_dict(meta["regime"])
+
+
 def _comparable(meta: dict) -> dict:
-    """run.yaml content that determines the models (everything but n and the version), YAML-normalized."""
+    """run.yaml content that determines the models (everything but n and the version), YAML-normalized;
+    the regime is read and written back, so that a field added since (with its default) is no difference."""
     meta = yaml.safe_load(yaml.safe_dump(meta))
+    if isinstance(meta.get("regime"), dict):
+        try:
+            meta["regime"] = yaml.safe_load(yaml.safe_dump(regime_from_dict(meta["regime"]).as_dict()))
+        except BadInput:
+            pass  # not a regime dsd can read: compared as written
     return {k: v for k, v in meta.items() if k not in ("n", "dsd_version")}
 
 
@@ -242,6 +299,14 @@ def check_run_folder(folder: Path, meta: dict, force: bool) -> str:
         raise BadInput(f"{folder} already has {old['n']} models; sampling {meta['n']} would drop some "
                        f"(use --force to replace the run)")
     return "extend"
+
+
+def write_fits(run: Path, fits) -> Path:
+    """RUN/fits.parquet from a DataFrame with FITS_SCHEMA's columns, replaced as a whole by each
+    `dsd fit-linear`."""
+    path = Path(run) / FITS_FILE
+    write_parquet(pa.Table.from_pandas(fits, schema=FITS_SCHEMA, preserve_index=False), path)
+    return path
 
 
 def write_run(folder: Path, meta: dict, rows: list[dict], replace: bool = False) -> None:

@@ -13,13 +13,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from dsd import plots, store
-from dsd.bootstrap import check_settings, model_statistics, trends
-from dsd.edf import check_bins, edf_curves, edf_table
+from dsd import runfolder
+from dsd.analysis import plots
+from dsd.analysis.bootstrap import check_settings, model_statistics, trends
+from dsd.analysis.edf import check_bins, edf_curves, edf_table
 from dsd.errors import BadInput
-from dsd.fit import fit_runs
-from dsd.load import run_meta, run_names, run_path, scored, top_error
-from dsd.search import search_efficiency
+from dsd.analysis.fit import fit_runs
+from dsd.analysis.load import run_meta, run_names, run_path, scored, top_error
+from dsd.analysis.search import search_efficiency
 
 TRAINING_SETTINGS = ("dataset", "epochs", "batch_size", "lr", "wd", "device")
 STYLE = """
@@ -159,5 +160,5 @@ def build_report(frame: pd.DataFrame, samples: int = 10_000, seed: int = 0, bins
 
 def write_report(frame: pd.DataFrame, out: Path, **options) -> Path:
     text = build_report(frame, **options)
-    store.write_atomic(Path(out), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    runfolder.write_atomic(Path(out), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return Path(out)

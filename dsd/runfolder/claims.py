@@ -1,4 +1,4 @@
-"""Claims: which process trains which model of a run, and the status of a run they give with its results.
+"""Claims: which process trains which model of a run.
 
 Nothing done twice, across processes and hosts that share a run folder: RUN/claims/ID is published
 atomically (a complete file hard-linked into place, which fails if one exists) before a model starts,
@@ -16,14 +16,14 @@ import socket
 import time
 from pathlib import Path
 
-from dsd import store
+from dsd.runfolder.files import CLAIMS_DIR
 
 HEARTBEAT_S = 30.0
 STALE_S = 600.0       # a heartbeat this old means the owner is gone, whatever host it ran on
 
 
 def claim_path(run, model_id: int) -> Path:
-    return Path(run) / store.CLAIMS_DIR / str(int(model_id))
+    return Path(run) / CLAIMS_DIR / str(int(model_id))
 
 
 def _me() -> dict:
@@ -127,24 +127,6 @@ def refresh(run, model_id: int) -> None:
 
 def live_claims(run) -> set[int]:
     """Ids of the models that a live process is training now."""
-    folder = Path(run) / store.CLAIMS_DIR
+    folder = Path(run) / CLAIMS_DIR
     paths = [p for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
     return {int(p.name) for p in paths if owner_alive(_read(p) or "")}
-
-
-def run_status(run) -> dict:
-    """Counts by state and the errors so far of one run (reads only)."""
-    meta = store.read_meta(run)
-    sampled = store.read_models(run).num_rows
-    results = store.read_results(run).to_pylist()
-    counts = {s: sum(1 for r in results if r["status"] == s) for s in store.STATUSES}
-    finished = {r["model_id"] for r in results}
-    running = live_claims(run)
-    errors = [r["error"] for r in results if r["status"] == "done" and r["error"] is not None]
-    regime = meta.get("regime") or {}
-    return {"run": str(run), "name": meta.get("name"), "space": meta.get("space"),
-            "regime": regime.get("name") if isinstance(regime, dict) else None, "sampled": sampled,
-            **counts, "running": len(running), "pending": sampled - len(finished | running),
-            "best_error": min(errors) if errors else None,
-            "mean_error": sum(errors) / len(errors) if errors else None,
-            "mixed_settings": store.mixed_settings(results)}

@@ -8,9 +8,11 @@ must the data set (or each node finds its own copy: --data-dir, $DSD_DATA_DIR, D
 """
 from __future__ import annotations
 
+import os
+
 from dsd.errors import BadInput
-from dsd.scheduler import Feed, record_failure, run_job
-from dsd.train import setup_process
+from dsd.training.devices import gpu_index, is_gpu, setup_process
+from dsd.training.jobs import Feed, record_failure, run_job
 
 
 def ray_task(job, device: str) -> dict:
@@ -22,22 +24,51 @@ def ray_task(job, device: str) -> dict:
     return run_job(job, device)
 
 
+def visible_gpus(device: str, address: str | None) -> str | None:
+    """CUDA_VISIBLE_DEVICES for a local Ray instance asked for cuda:N (it then sees, and places every
+    task on, that GPU alone); None to leave it as it is (and on a cluster, whose GPU indices are each
+    node's own: SweepOptions.check refuses cuda:N there)."""
+    index = gpu_index(device)
+    if index is None or address:
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return visible.split(",")[index].strip() if visible else str(index)
+
+
+def start_ray(ray, address: str | None, visible: str | None) -> None:
+    """ray.init, with CUDA_VISIBLE_DEVICES set while Ray starts (its processes inherit it) when given."""
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    finally:
+        if visible is not None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            if before is not None:
+                os.environ["CUDA_VISIBLE_DEVICES"] = before
+
+
 def run_ray(feed: Feed, progress, *, device: str, models_per_gpu: int = 1, address: str | None = None) -> None:
-    """Train the feed's jobs as Ray tasks on a local instance (address None) or a cluster ("auto", host:port)."""
+    """Train the feed's jobs as Ray tasks on a local instance (address None) or a cluster ("auto", host:port).
+
+    device: cpu (CPU tasks only), cuda or cuda:N (GPU tasks, the cluster must have GPUs), auto (GPU tasks
+    where the cluster has GPUs). The options are checked before Ray starts."""
     try:
         import ray
     except ImportError:
         raise BadInput("--backend ray needs Ray: pip install 'dsd[ray]'") from None
+    visible = visible_gpus(device, address)
     if not feed.expected:
         return
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        start_ray(ray, address, visible)
     flight = {}
     try:
         resources = ray.cluster_resources()
         gpus = resources.get("GPU", 0) if device != "cpu" else 0
-        if device.startswith("cuda") and not gpus:
+        if is_gpu(device) and not gpus:
             raise BadInput(f"--device {device}: the Ray cluster has no GPU")
         if gpus:
             task = ray.remote(ray_task).options(num_gpus=1 / models_per_gpu, num_cpus=1, max_retries=0)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from dsd.errors import BadInput
+from dsd.training.settings import DataRequest, check_dataset
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -35,25 +36,6 @@ AUGMENT = {"fashion-mnist": (2, True), "cifar10": (4, True), "synthetic": (2, Tr
 SYNTHETIC_SIZES = (1024, 256)  # train, eval images unless --train-images / --eval-images say otherwise
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SUBSET_SEED = 0  # fixed: every model of every run sees the same subset
-
-
-@dataclass(frozen=True)
-class DataRequest:
-    """What to load: picklable and hashable, so worker processes can load (and cache) it themselves."""
-
-    dataset: str                    # fashion-mnist | cifar10 | imagefolder:PATH | synthetic
-    resolution: int = 32            # the models' input (synthetic and imagefolder follow it)
-    in_channels: int = 3
-    num_classes: int = 10
-    data_dir: str | None = None     # where to look first (default: $DSD_DATA_DIR)
-    download: bool = True           # download with torchvision when not found (fashion-mnist, cifar10)
-    train_images: int | None = None  # fixed subsets, the same images for every model
-    eval_images: int | None = None
-    loader_workers: int = 4         # DataLoader worker processes (imagefolder only)
-
-    @property
-    def kind(self) -> str:
-        return self.dataset.split(":", 1)[0]
 
 
 def cache_dir() -> Path:
@@ -101,9 +83,8 @@ def locate(req: DataRequest) -> DataRequest:
             raise BadInput(f"{root / 'train'} has {classes} class folders but the run's models have "
                            f"{req.num_classes} outputs")
         return req
-    if kind == "synthetic":
-        return req
-    raise BadInput(f"unknown dataset {req.dataset!r} (known: fashion-mnist, cifar10, imagefolder:PATH, synthetic)")
+    check_dataset(req)
+    return req  # synthetic: made, not found
 
 
 def _find(req: DataRequest) -> Path | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dsd import store
+from dsd import runfolder
 from dsd.errors import BadInput
 
 UNTRAINED = "untrained"
@@ -35,13 +35,13 @@ def run_name(run: Path) -> str:
 def load_run(run: Path) -> pd.DataFrame:
     """One run folder as a DataFrame (see the module docstring); BadInput when it has no models."""
     run = Path(run)
-    meta = store.read_meta(run)
-    models = store.read_models(run).to_pandas()
+    meta = runfolder.read_meta(run)
+    models = runfolder.read_models(run).to_pandas()
     if models.empty:
         raise BadInput(f"{run}: the run has no models (sample some with `dsd sample`)")
-    results = store.read_results(run).to_pandas().drop_duplicates("model_id", keep="last")
+    results = runfolder.read_results(run).to_pandas().drop_duplicates("model_id", keep="last")
     if models["model_id"].duplicated().any():
-        raise BadInput(f"{run / store.MODELS_FILE}: duplicate model ids")
+        raise BadInput(f"{run / runfolder.MODELS_FILE}: duplicate model ids")
     frame = models.merge(results, on="model_id", how="left")
     frame["status"] = frame["status"].fillna(UNTRAINED)
     diverged = (frame["status"] == "diverged").to_numpy()
@@ -120,12 +120,12 @@ def export(frame: pd.DataFrame, out: Path) -> Path:
     if suffix == ".parquet":
         import pyarrow as pa
 
-        store.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), out)
+        runfolder.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), out)
     else:
         for col in LIST_COLUMNS:
             if col in frame:
                 frame[col] = frame[col].map(_json_list)
-        store.write_atomic(out, lambda tmp: frame.to_csv(tmp, index=False))
+        runfolder.write_atomic(out, lambda tmp: frame.to_csv(tmp, index=False))
     return out
 
 

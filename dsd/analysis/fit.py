@@ -1,7 +1,7 @@
-"""Quantized linear fits (PAPER.md section 5): how close a model's widths are to the RegNet rule.
+"""Quantized linear fits (docs/method.md section 5): how close a model's widths are to the RegNet rule.
 
 For a model of total depth d with per-block widths w_j, a grid search over (w0, wa, wm) minimizes
-e_fit = mean_j |log(w_j_pred / w_j)|, where w_j_pred is the quantized linear rule of dsd.regnet. Good
+e_fit = mean_j |log(w_j_pred / w_j)|, where w_j_pred is the quantized linear rule of dsd.design.regnet. Good
 AnyNet models turn out to fit well (small e_fit): that observation is what led to RegNet.
 
 The search is vectorized: every point of a coarse grid (w0 multiples of 8 in 8..256, wa in 0..256
@@ -15,26 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
-from dsd import store
+from dsd import runfolder
+from dsd.analysis.load import run_names, run_path, scored
+from dsd.design.regnet import quantized_linear_widths
 from dsd.errors import BadInput
-from dsd.load import run_names, run_path, scored
-from dsd.regnet import quantized_linear_widths
+from dsd.runfolder import FITS_SCHEMA
 
-FITS_FILE = "fits.parquet"
 W0_GRID = np.arange(8.0, 257.0, 8.0)
 WA_GRID = np.concatenate([[0.0], np.geomspace(1.0, 256.0, 40)])
 WM_GRID = np.geomspace(1.5, 3.0, 24)
 REFINE_POINTS = 33
 STARTS = 8
-
-FITS_SCHEMA = pa.schema([
-    ("scope", pa.string()), ("model_id", pa.int64()), ("rank", pa.int64()), ("depth", pa.int64()),
-    ("error", pa.float64()), ("w0", pa.float64()), ("wa", pa.float64()), ("wm", pa.float64()),
-    ("e_fit", pa.float64()), ("linear_w0", pa.float64()), ("linear_wa", pa.float64()),
-])
-
 
 def block_widths(depths, widths) -> np.ndarray:
     """Per-block widths w_j of a model given per stage."""
@@ -141,11 +133,5 @@ def population_fit(models: pd.DataFrame, coarse: Coarse) -> dict:
 
 def save_fits(fits: pd.DataFrame, frame: pd.DataFrame) -> list[Path]:
     """Write each run's fits to RUN/fits.parquet (replacing earlier fits)."""
-    paths = []
-    for run in run_names(frame):
-        part = fits[fits["run"] == run].drop(columns="run")
-        table = pa.Table.from_pandas(part, schema=FITS_SCHEMA, preserve_index=False)
-        path = Path(run_path(frame, run)) / FITS_FILE
-        store.write_parquet(table, path)
-        paths.append(path)
-    return paths
+    return [runfolder.write_fits(run_path(frame, run), fits[fits["run"] == run].drop(columns="run"))
+            for run in run_names(frame)]

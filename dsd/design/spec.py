@@ -1,15 +1,18 @@
-"""ModelSpec: the complete, compatibility-adjusted description of one network.
+"""ModelSpec: the complete, compatibility-adjusted description of one network, and `Network`, its fixed
+part under a regime.
 
-It is the hand-off point of the pipeline: the sampler and `dsd describe` make specs, `complexity`
-counts them, `model` builds torch modules from them, and the run folder stores them as rows.
+A spec is the hand-off point of the pipeline: the sampler and `dsd describe` make specs, `complexity`
+counts them, `model` builds torch modules from them, and the run folder stores them as rows of
+models.parquet (spec_to_row and spec_from_row, the one translation each way).
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
 
+from dsd.design.regimes import Regime
+from dsd.design.regnet import compatible_widths
 from dsd.errors import BadInput
-from dsd.regnet import compatible_widths
 
 STEMS = ("simple", "cifar", "resnet")
 BLOCKS = ("X", "Y", "R", "V")
@@ -45,6 +48,37 @@ class ModelSpec:
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Network:
+    """The fixed (non-sampled) part of a model: stem, block, strides and the regime's input."""
+
+    stem: str
+    stem_width: int
+    block: str
+    se_ratio: float
+    strides: tuple[int, ...]
+    resolution: int
+    in_channels: int
+    num_classes: int
+
+    def fields(self) -> dict:
+        """The keyword arguments of ModelSpec / make_spec that this network fixes."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def network_for(regime: Regime, stages: int, *, stem: str = "simple", strides=None, stem_width: int = 32,
+                block: str = "X", se_ratio: float = 0.0, own: bool = False) -> Network:
+    """A network under a regime: the regime's input, and its stem and strides over the given ones
+    (stage i takes the regime's i-th stride, else 2; docs/method.md section 3.2).
+
+    own: the network was written for this regime (a space file naming it), so its stem and strides stay."""
+    if not own:
+        stem = regime.stem or stem
+        strides = regime.strides_for(stages, strides)
+    return Network(stem=stem, stem_width=int(stem_width), block=block, se_ratio=float(se_ratio),
+                   strides=tuple(int(s) for s in strides), resolution=regime.resolution,
+                   in_channels=regime.in_channels, num_classes=regime.num_classes)
+
 
 def make_spec(depths, widths, bottleneck_ratios, group_widths, strides, *, stem="simple", stem_width=32,
               block="X", se_ratio=0.0, in_channels=3, num_classes=1000, resolution=224,
@@ -76,6 +110,19 @@ def make_spec(depths, widths, bottleneck_ratios, group_widths, strides, *, stem=
         stem=stem, stem_width=int(stem_width), block=block, se_ratio=float(se_ratio),
         in_channels=int(in_channels), num_classes=int(num_classes), resolution=int(resolution),
         regnet=regnet)
+
+
+def spec_to_row(spec: ModelSpec, model_id: int, space: str, seed: int, counts: dict) -> dict:
+    """One row of models.parquet (dsd.runfolder.MODEL_SCHEMA): the spec, its id, space, seed, key and
+    complexity counts."""
+    r = spec.regnet or {}
+    return {"model_id": int(model_id), "space": space, "seed": seed, "key": spec.key(), "stem": spec.stem,
+            "stem_width": spec.stem_width, "block": spec.block, "depths": list(spec.depths),
+            "widths": list(spec.widths), "bottleneck_ratios": list(spec.bottleneck_ratios),
+            "group_widths": list(spec.group_widths), "strides": list(spec.strides),
+            "se_ratio": spec.se_ratio, "depth": spec.depth, "w0": r.get("w0"), "wa": r.get("wa"),
+            "wm": r.get("wm"), "resolution": spec.resolution, "in_channels": spec.in_channels,
+            "num_classes": spec.num_classes, **counts}
 
 
 def spec_from_row(row) -> ModelSpec:

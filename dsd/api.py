@@ -1,0 +1,125 @@
+"""The library's public API, used by the CLI and importable as `dsd.NAME`:
+
+    import dsd
+    run = dsd.sample_run("RegNetX", 100, regime="cifar").run       # -> runs/regnetx
+    dsd.train_runs([run], epochs=3, dataset="synthetic", device="cpu")
+    frame = dsd.load_runs([run])                                     # models joined with results
+    dsd.edf_table(frame); dsd.trends(frame); dsd.fit_runs(frame); dsd.search_efficiency(frame)
+    dsd.write_report(frame, "report.html")
+
+Each function checks its input and raises dsd.BadInput with a one-line message. Training and analysis
+are imported when called, so `import dsd` and `dsd sample` stay fast.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dsd import runfolder
+from dsd.design.complexity import complexity
+from dsd.design.regimes import Regime, get_regime, with_overrides
+from dsd.design.sampler import regime_for, sample
+from dsd.design.spaces import Space, load_space
+from dsd.design.spec import ModelSpec, make_spec
+from dsd.errors import BadInput
+from dsd.runfolder import run_status
+
+__all__ = ["BadInput", "ModelSpec", "SampledRun", "complexity", "edf_table", "fit_runs", "get_regime",
+           "load_runs", "load_space", "make_spec", "run_status", "sample_run", "search_efficiency",
+           "train_runs", "trends", "write_report"]
+
+
+@dataclass(frozen=True)
+class SampledRun:
+    """What `sample_run` made: the run folder, the space and regime (bands applied) and the sampling's cost."""
+
+    run: Path
+    space: Space
+    regime: Regime
+    n: int
+    seed: int
+    draws: int = 0
+    duplicates: int = 0
+    seconds: float = 0.0
+    unchanged: bool = False  # the folder already held this very sample
+
+
+def sample_run(space: str | Path, n: int, *, regime: str | None = None, seed: int = 0, out: Path | None = None,
+               flops: str | None = None, params: str | None = None, acts: str | None = None,
+               force: bool = False) -> SampledRun:
+    """Sample n models of a space (built-in name or .yaml file) into a run folder (default runs/SHORT).
+
+    regime: imagenet | cifar | fashion (default: the space file's, else imagenet); flops / params / acts:
+    ranges such as "360M:400M" over the regime's bands. A folder sampled with the same arguments is left
+    as it is; one with fewer models is extended (model i depends only on space, regime, seed and i);
+    one made with other arguments is refused unless force, which replaces it and its results.
+    """
+    if n <= 0:
+        raise BadInput(f"--n must be positive, got {n}")
+    sp = load_space(space)
+    rg = with_overrides(regime_for(sp, get_regime(regime or sp.regime or "imagenet")), flops, params, acts)
+    folder = Path(out) if out is not None else runfolder.RUNS_ROOT / sp.short
+    meta = runfolder.describe_run(sp, rg, seed, n)
+    action = runfolder.check_run_folder(folder, meta, force)
+    if action == "same":
+        runfolder.read_models(folder)  # a corrupt models file is not "already sampled": name it
+        return SampledRun(folder, sp, rg, n, seed, unchanged=True)
+    t = time.perf_counter()
+    drawn = sample(sp, rg, n, seed)
+    seconds = time.perf_counter() - t
+    runfolder.write_run(folder, meta, drawn.rows, replace=action == "replace")
+    return SampledRun(folder, sp, rg, n, seed, drawn.draws, drawn.duplicates, seconds)
+
+
+def train_runs(runs=None, **options) -> dict:
+    """Train every model of the runs (default: every run under ./runs) that has no result yet.
+
+    options: see dsd.training.sweep.train_runs (epochs, batch_size, lr, wd, dataset, device, ids, ...);
+    defaults come from each run's regime. Returns counts and a summary per trained model."""
+    from dsd.training.sweep import train_runs as sweep
+
+    return sweep(runfolder.find_runs(runs), **options)
+
+
+def load_runs(runs=None):
+    """The runs (default: every run under ./runs) as one DataFrame, a row per model (dsd.analysis.load)."""
+    from dsd.analysis.load import load_runs as load
+
+    return load(runfolder.find_runs(runs))
+
+
+def edf_table(frame, normalize: str | None = None, bins: int = 10):
+    """Per run n, min / mean / median error and the KS test against the first run."""
+    from dsd.analysis.edf import edf_table as table
+
+    return table(frame, normalize, bins)
+
+
+def trends(frame, stats: list[str] | None = None, samples: int = 10_000, subsample: float = 0.25,
+           level: float = 0.95, seed: int = 0):
+    """Bootstrap ranges of the best value of each statistic (dsd.analysis.bootstrap)."""
+    from dsd.analysis.bootstrap import trends as bootstrap_trends
+
+    return bootstrap_trends(frame, stats, samples, subsample, level, seed)
+
+
+def fit_runs(frame, top: int | None = 20):
+    """Quantized linear fits of each run's best `top` models (None: every model) and of the population."""
+    from dsd.analysis.fit import fit_runs as fit
+
+    return fit(frame, top)
+
+
+def search_efficiency(frame):
+    """The minimum error of k random models, k = 1, 2, 4, ..., per run."""
+    from dsd.analysis.search import search_efficiency as efficiency
+
+    return efficiency(frame)
+
+
+def write_report(frame, out: Path, samples: int = 10_000, seed: int = 0, bins: int = 10) -> Path:
+    """The self-contained HTML report of the runs in frame."""
+    from dsd.analysis.report import write_report as report
+
+    return report(frame, Path(out), samples=samples, seed=seed, bins=bins)

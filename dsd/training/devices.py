@@ -1,0 +1,82 @@
+"""Devices: the one place that reads `--device`, plans slots on devices, and sets up a trainer process.
+
+Both backends use it: the local one turns --device into worker slots, the Ray one into the resources
+its tasks ask for. torch is imported inside the functions that need it, so parsing stays cheap.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from dsd.errors import BadInput
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+")
+
+
+def parse_device(text: str) -> str:
+    """--device checked for form only (auto, cpu, cuda, cuda:N); no GPU is looked for."""
+    if not DEVICE_PATTERN.fullmatch(text or ""):
+        raise BadInput(f"--device {text}: expected auto, cpu, cuda or cuda:N")
+    return text
+
+
+def is_gpu(device: str) -> bool:
+    return device.startswith("cuda")
+
+
+def gpu_index(device: str) -> int | None:
+    """N of cuda:N; None for cuda (every GPU) and for the CPU."""
+    return int(device.partition(":")[2]) if device.startswith("cuda:") else None
+
+
+def local_device(text: str) -> str:
+    """--device on this machine: auto becomes cuda when torch sees a GPU (else cpu); a GPU asked for
+    must be visible to torch."""
+    import torch
+
+    device = parse_device(text)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if is_gpu(device) and not torch.cuda.is_available():
+        raise BadInput(f"--device {device}: no CUDA GPU is visible to torch")
+    index = gpu_index(device)
+    if index is not None and index >= torch.cuda.device_count():
+        raise BadInput(f"--device {device}: torch sees {torch.cuda.device_count()} GPU(s), cuda:0..")
+    return device
+
+
+def slots_for(device: str, models_per_gpu: int = 1, cpu_workers: int = 1) -> list[tuple[str, int]]:
+    """(device, CPU threads) per slot: K per GPU (every visible GPU unless one is named), N on the CPU."""
+    import torch
+
+    cores = os.cpu_count() or 1
+    if device == "cpu":
+        return [("cpu", max(1, cores // cpu_workers))] * cpu_workers
+    gpus = [device] if gpu_index(device) is not None else [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    threads = max(1, min(4, cores // (len(gpus) * models_per_gpu)))
+    return [(g, threads) for g in gpus for _ in range(models_per_gpu)]
+
+
+def setup_process(device: str, threads: int | None = None) -> None:
+    """Per-process settings of a trainer: CPU threads; cudnn autotuning and TF32 on a GPU."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    if is_gpu(device):
+        if gpu_index(device) is not None:
+            torch.cuda.set_device(torch.device(device))
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def device_name(device) -> str:
+    """What a result row says it was trained on, e.g. "cuda:0 (NVIDIA H100)" or "cpu (2 threads)"."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
