@@ -7,10 +7,27 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
+from contextlib import contextmanager
 from multiprocessing.connection import wait
 
 from dsd.training.jobs import Feed, Job, record_failure
 from dsd.training.worker import worker_entry
+
+
+@contextmanager
+def main_module_hidden():
+    """While a worker is spawned, hide the parent's __main__ from multiprocessing: the worker needs
+    nothing from it (its target lives in dsd), and importing it again fails or recurses when it is
+    stdin, a notebook, or a script without an `if __name__ == "__main__"` guard."""
+    main = sys.modules["__main__"]
+    saved = {k: main.__dict__.pop(k) for k in ("__spec__", "__file__") if k in main.__dict__}
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 class Slot:
@@ -25,7 +42,8 @@ class Slot:
         self.conn, child = self.ctx.Pipe()
         self.proc = self.ctx.Process(target=worker_entry, args=(child, os.getpid(), self.device, self.threads),
                                      name=f"dsd-{self.device}")
-        self.proc.start()
+        with main_module_hidden():
+            self.proc.start()
         child.close()
 
     def give(self, job: Job | None) -> None:
