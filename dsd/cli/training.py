@@ -45,6 +45,12 @@ def train(
     lr: Optional[float] = typer.Option(None, help="Peak learning rate of the cosine schedule (default: the "
                                                   "regime's, scaled linearly when only --batch-size is given)."),
     wd: Optional[float] = typer.Option(None, help="Weight decay (default: the regime's protocol)."),
+    warmup_epochs: Optional[float] = typer.Option(
+        None, help="Linear learning-rate warm-up over the first W epochs (may be fractional), from 0.1x of the "
+                   "cosine schedule's lr up to it (default: the regime's protocol)."),
+    zero_init_residual: Optional[bool] = typer.Option(
+        None, "--zero-init-residual/--no-zero-init-residual",
+        help="Start the last BN gamma of each residual branch (X, Y, R blocks) at 0 (default: the regime's protocol)."),
     train_images: Optional[int] = typer.Option(None, help="Train on a fixed subset of this many images "
                                                           "(the same for every model)."),
     eval_images: Optional[int] = typer.Option(None, help="Evaluate on a fixed subset of this many images."),
@@ -88,9 +94,9 @@ def train(
         runs, ids=parse_ids(ids), limit=limit, retry_failed=retry_failed, backend=backend,
         device=device, models_per_gpu=models_per_gpu, cpu_workers=cpu_workers, ray_address=ray_address,
         dataset=dataset, data_dir=data_dir, download=download, epochs=epochs, batch_size=batch_size, lr=lr,
-        wd=wd, train_images=train_images, eval_images=eval_images, loader_workers=loader_workers, seed=seed,
-        amp=amp, channels_last=channels_last, compile=compile_model, save_weights=save_weights,
-        checkpoints=checkpoints)
+        wd=wd, warmup_epochs=warmup_epochs, zero_init_residual=zero_init_residual, train_images=train_images,
+        eval_images=eval_images, loader_workers=loader_workers, seed=seed, amp=amp, channels_last=channels_last,
+        compile=compile_model, save_weights=save_weights, checkpoints=checkpoints)
     if json_out:
         emit_json(summary)
     elsewhere = f", {summary['claimed_elsewhere']} left to other processes" if summary["claimed_elsewhere"] else ""
@@ -114,6 +120,7 @@ def status(
       dsd status runs/xa runs/regnetx --json
     """
     from dsd.runfolder import find_runs, run_status
+    from dsd.runfolder.status import NEAR_CHANCE_POINTS
 
     rows = [run_status(r) for r in find_runs(runs)]
     if json_out:
@@ -124,6 +131,11 @@ def status(
     say_table([cols] + [[_cell(r[c]) for c in cols] for r in rows], left={0, 1, 2})
     for r in rows:
         warn_mixed_settings(r["run"], r["mixed_settings"])
+        if r["near_chance_flag"]:
+            say(f"warning: {r['run']}: {r['near_chance']:.0%} of its trained models diverged or ended near chance "
+                f"(within {NEAR_CHANCE_POINTS:g} points): likely deep models diverging at the start of a short "
+                f"schedule; its EDF then measures the protocol, not the space. Train with a warm-up "
+                f"(--warmup-epochs) and --zero-init-residual (docs/method.md section 4.1)")
 
 
 def _cell(value) -> str:

@@ -104,6 +104,22 @@ def init_weights(m: nn.Module) -> None:
         m.bias.data.zero_()
 
 
-def build_model(spec: ModelSpec) -> nn.Module:
-    """A fresh, initialised torch module for the spec (seed torch before calling for reproducibility)."""
-    return Net(spec)
+def zero_init_residual(model: nn.Module) -> list[str]:
+    """Set the gamma of the last BN of every residual branch (X, Y and R blocks) to 0, so that each such
+    block starts as its shortcut and a deep network starts shallow (docs/method.md section 4.1).
+    Returns the names of the parameters set to 0."""
+    names = []
+    for name, block in model.named_modules():
+        if isinstance(block, Block) and block.residual:
+            block.f[-1].weight.data.zero_()
+            names.append(f"{name}.f.{len(block.f) - 1}.weight")
+    return names
+
+
+def build_model(spec: ModelSpec, zero_init: bool = False) -> nn.Module:
+    """A fresh, initialised torch module for the spec (seed torch before calling for reproducibility);
+    zero_init: residual branches start at 0 (zero_init_residual)."""
+    model = Net(spec)
+    if zero_init:
+        zero_init_residual(model)
+    return model

@@ -34,6 +34,9 @@ class Protocol:
     lr: float = 0.1
     wd: float = 5e-4
     momentum: float = 0.9
+    warmup_epochs: float = 0.0        # linear lr warm-up over this many epochs (may be fractional)
+    warmup_factor: float = 0.1        # the warm-up's starting fraction of the schedule's lr
+    zero_init_residual: bool = False  # last BN gamma of each residual branch starts at 0
 
 
 @dataclass(frozen=True)

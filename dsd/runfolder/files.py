@@ -41,7 +41,8 @@ RESULT_SCHEMA = pa.schema([
     ("model_id", pa.int64()), ("status", pa.string()), ("error", pa.float64()),
     ("best_error", pa.float64()), ("train_loss", pa.float64()), ("epochs", pa.int64()),
     ("dataset", pa.string()), ("train_images", pa.int64()), ("eval_images", pa.int64()),
-    ("batch_size", pa.int64()), ("lr", pa.float64()), ("wd", pa.float64()), ("train_seed", pa.int64()),
+    ("batch_size", pa.int64()), ("lr", pa.float64()), ("wd", pa.float64()), ("warmup_epochs", pa.float64()),
+    ("zero_init_residual", pa.bool_()), ("train_seed", pa.int64()),
     ("wall_s", pa.float64()), ("images_per_s", pa.float64()), ("device", pa.string()),
     ("error_curve", pa.list_(pa.float64())), ("loss_curve", pa.list_(pa.float64())),
     ("message", pa.string()), ("versions", pa.string()), ("host", pa.string()), ("time", pa.string()),
@@ -52,6 +53,9 @@ FITS_SCHEMA = pa.schema([
     ("error", pa.float64()), ("w0", pa.float64()), ("wa", pa.float64()), ("wm", pa.float64()),
     ("e_fit", pa.float64()), ("linear_w0", pa.float64()), ("linear_wa", pa.float64()),
 ])
+
+# result columns added after the first release: files written before read them as null
+RESULT_COLUMNS_ADDED = ("warmup_epochs", "zero_init_residual")
 
 STATUSES = ("done", "failed", "diverged")
 
@@ -101,7 +105,7 @@ def _parquet(path: Path, read):
 
 
 def _require_columns(path: Path, names: list[str], schema: pa.Schema) -> None:
-    missing = [n for n in schema.names if n not in names]
+    missing = [n for n in schema.names if n not in names and n not in RESULT_COLUMNS_ADDED]
     if missing:
         raise BadInput(f"{path}: missing columns {', '.join(missing)}")
 
@@ -183,7 +187,8 @@ def _umask() -> int:
 UMASK = _umask()  # read once, at import
 
 
-SETTING_COLUMNS = ("dataset", "epochs", "batch_size", "lr", "wd", "train_images", "eval_images")
+SETTING_COLUMNS = ("dataset", "epochs", "batch_size", "lr", "wd", "warmup_epochs", "zero_init_residual",
+                   "train_images", "eval_images")
 
 
 def mixed_settings(results: list[dict]) -> dict[str, list]:

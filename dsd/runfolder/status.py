@@ -4,12 +4,27 @@ from __future__ import annotations
 from dsd.runfolder import files
 from dsd.runfolder.claims import live_claims
 
+NEAR_CHANCE_POINTS = 5.0  # an error within this many points of chance level is "near chance"
+NEAR_CHANCE_SHARE = 0.2   # more than this share of trained models near chance flags the run
+
+
+def near_chance_share(results: list[dict], num_classes: int) -> float | None:
+    """The share of trained (done or diverged) models that diverged or ended near chance; None if none."""
+    chance = 100.0 * (1 - 1 / num_classes)
+    trained = [r for r in results if r["status"] in ("done", "diverged")]
+    if not trained:
+        return None
+    bad = [r for r in trained if r["status"] == "diverged" or r["error"] >= chance - NEAR_CHANCE_POINTS]
+    return len(bad) / len(trained)
+
 
 def run_status(run) -> dict:
     """Counts by state and the errors so far of one run (reads only)."""
     meta = files.read_meta(run)
-    sampled = files.read_models(run).num_rows
+    models = files.read_models(run)
+    sampled = models.num_rows
     results = files.read_results(run).to_pylist()
+    near = near_chance_share(results, max(models.column("num_classes").to_pylist(), default=10))
     counts = {s: sum(1 for r in results if r["status"] == s) for s in files.STATUSES}
     finished = {r["model_id"] for r in results}
     running = live_claims(run)
@@ -20,4 +35,5 @@ def run_status(run) -> dict:
             **counts, "running": len(running), "pending": sampled - len(finished | running),
             "best_error": min(errors) if errors else None,
             "mean_error": sum(errors) / len(errors) if errors else None,
+            "near_chance": near, "near_chance_flag": near is not None and near > NEAR_CHANCE_SHARE,
             "mixed_settings": files.mixed_settings(results)}

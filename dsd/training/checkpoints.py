@@ -22,7 +22,8 @@ def fingerprint(spec: ModelSpec, settings: TrainSettings, data, device: torch.de
     """
     s = settings
     return repr((spec, s.epochs, s.batch_size, s.lr, s.wd, s.momentum, s.seed, s.data.dataset,
-                 data.train_size, data.eval_size, device.type, s.amp))
+                 data.train_size, data.eval_size, device.type, s.amp, s.warmup_epochs, s.warmup_factor,
+                 s.zero_init_residual))
 
 
 def save_state(path: Path, state: dict) -> None:

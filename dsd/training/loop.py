@@ -1,7 +1,8 @@
 """Train one model by the protocol of docs/method.md section 4 and return its result row.
 
 SGD with momentum 0.9 and weight decay on every parameter, a half-period cosine learning rate (per
-step, from lr down to 0), top-1 error on the eval split after every epoch, everything seeded by
+step, from lr down to 0) after an optional linear warm-up, optionally zero-initialised residual
+branches (docs/method.md section 4.1), top-1 error on the eval split after every epoch, everything seeded by
 (seed, model id). The hot loop does no per-sample Python and no host sync: batches arrive as uint8 on
 the device (see dsd.training.data), are normalized there, and the loss is summed on the device and read
 once per epoch, which is also when a NaN loss is noticed. On a GPU: bf16 autocast, channels-last, cudnn
@@ -47,6 +48,7 @@ def result_row(model_id: int, settings: TrainSettings, device, **fields) -> dict
     row = {"model_id": int(model_id), "status": "failed", "epochs": 0, "dataset": settings.data.dataset,
            "train_images": settings.data.train_images, "eval_images": settings.data.eval_images,
            "batch_size": settings.batch_size, "lr": settings.lr, "wd": settings.wd,
+           "warmup_epochs": float(settings.warmup_epochs), "zero_init_residual": settings.zero_init_residual,
            "train_seed": train_seed(settings.seed, model_id), "device": device_name(device),
            "error_curve": [], "loss_curve": [], "message": "",
            "versions": f"dsd {__version__}; torch {torch.__version__}; python {platform.python_version()}",
@@ -75,16 +77,27 @@ class State:
                 "train_s": self.train_s, "wall_s": wall_s}
 
 
+def lr_factor(step: int, total: int, warmup_steps: float, warmup_factor: float) -> float:
+    """The learning rate at a step as a fraction of the peak: the half-period cosine from 1 at step 0
+    to 0 at `total`, multiplied during the first warmup_steps by a linear ramp from warmup_factor to 1
+    (so the warm-up ends on the cosine, not on the peak; docs/method.md section 4.1)."""
+    cosine = 0.5 * (1 + math.cos(math.pi * step / total))
+    if step >= warmup_steps:
+        return cosine
+    ramp = step / warmup_steps
+    return cosine * (warmup_factor * (1 - ramp) + ramp)
+
+
 def fresh_state(spec: ModelSpec, settings: TrainSettings, device: torch.device, seed: int, steps: int) -> State:
     """Seeded weights, optimizer, schedule and augmentation generator at step 0."""
     torch.manual_seed(seed)
     fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
-    model = build_model(spec).to(device, memory_format=fmt)
+    model = build_model(spec, zero_init=settings.zero_init_residual).to(device, memory_format=fmt)
     fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
     opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                           weight_decay=settings.wd, **fast)
-    total = settings.epochs * steps
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / total)))
+    total, warm = settings.epochs * steps, settings.warmup_epochs * steps
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_factor(t, total, warm, settings.warmup_factor))
     return State(model, opt, schedule, torch.Generator(device=device).manual_seed(seed))
 
 

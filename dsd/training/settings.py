@@ -45,6 +45,9 @@ class TrainSettings:
     lr: float
     wd: float
     momentum: float
+    warmup_epochs: float
+    warmup_factor: float
+    zero_init_residual: bool
     seed: int = 0
     amp: bool = True            # bf16 autocast, CUDA only
     channels_last: bool = True
@@ -90,29 +93,30 @@ def default(cls, name: str):
 
 
 DATA_OPTIONS = {f.name for f in fields(DataRequest)} - {"dataset", "resolution", "in_channels", "num_classes"}
-FLAGS = {f.name for f in fields(TrainSettings)} - {"data", "epochs", "batch_size", "lr", "wd", "momentum"}
+PROTOCOL = ("epochs", "batch_size", "lr", "wd", "warmup_epochs", "zero_init_residual")  # options over the protocol
+FLAGS = {f.name for f in fields(TrainSettings)} - {"data", "momentum", "warmup_factor", *PROTOCOL}
 
 
-def settings_for(regime: Regime, dataset: str | None = None, *, epochs: int | None = None,
-                 batch_size: int | None = None, lr: float | None = None, wd: float | None = None,
-                 **options) -> TrainSettings:
-    """The regime's protocol with overrides (None keeps the protocol's value), every option checked.
+def settings_for(regime: Regime, dataset: str | None = None, **options) -> TrainSettings:
+    """The regime's protocol with overrides, every option checked.
 
-    options: DataRequest fields (data_dir, download, train_images, eval_images, loader_workers) and
-    TrainSettings flags (seed, amp, channels_last, compile, save_weights, checkpoints). A batch size given
-    without an lr scales the protocol's lr linearly, keeping the lr per image.
+    options: the protocol's (epochs, batch_size, lr, wd, warmup_epochs, zero_init_residual; None keeps
+    the protocol's value), DataRequest fields (data_dir, download, train_images, eval_images,
+    loader_workers) and TrainSettings flags (seed, amp, channels_last, compile, save_weights,
+    checkpoints). A batch size given without an lr scales the protocol's lr linearly, keeping the lr
+    per image.
     """
-    unknown = sorted(set(options) - DATA_OPTIONS - FLAGS)
+    unknown = sorted(set(options) - DATA_OPTIONS - FLAGS - set(PROTOCOL))
     if unknown:
         raise TypeError(f"settings_for: unknown option {unknown[0]!r}")
     protocol = regime.train
-    if lr is None and batch_size is not None:
-        lr = protocol.lr * batch_size / protocol.batch_size
-    chosen = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "wd": wd}
+    chosen = {k: options.get(k) for k in PROTOCOL}
+    if chosen["lr"] is None and chosen["batch_size"] is not None:
+        chosen["lr"] = protocol.lr * chosen["batch_size"] / protocol.batch_size
     values = {k: getattr(protocol, k) if v is None else v for k, v in chosen.items()}
     data = {k: v for k, v in options.items() if k in DATA_OPTIONS}
     req = DataRequest(dataset or regime.dataset, regime.resolution, regime.in_channels, regime.num_classes, **data)
-    settings = TrainSettings(req, **values, momentum=protocol.momentum,
+    settings = TrainSettings(req, **values, momentum=protocol.momentum, warmup_factor=protocol.warmup_factor,
                              **{k: v for k, v in options.items() if k in FLAGS})
     check(settings)
     return settings
@@ -129,6 +133,8 @@ def check(settings: TrainSettings) -> None:
             raise BadInput(f"--{k.replace('_', '-')} must be positive, got {getattr(s, k)}")
     if s.lr <= 0 or s.wd < 0:
         raise BadInput(f"--lr must be positive and --wd not negative, got {s.lr} and {s.wd}")
+    if not 0 <= s.warmup_epochs <= s.epochs:
+        raise BadInput(f"--warmup-epochs must be between 0 and --epochs ({s.epochs}), got {s.warmup_epochs:g}")
     if req.loader_workers < 0:
         raise BadInput(f"--loader-workers must be at least 0, got {req.loader_workers}")
     if req.train_images is not None and req.train_images < s.batch_size:
