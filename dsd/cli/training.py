@@ -52,7 +52,7 @@ def train(
         None, "--zero-init-residual/--no-zero-init-residual",
         help="Start the last BN gamma of each residual branch (X, Y, R blocks) at 0 (default: the regime's protocol)."),
     train_images: Optional[int] = typer.Option(None, help="Train on a fixed subset of this many images "
-                                                          "(the same for every model)."),
+                                                          "(the same for every model; default: the regime's protocol)."),
     eval_images: Optional[int] = typer.Option(None, help="Evaluate on a fixed subset of this many images."),
     seed: int = typer.Option(SETTING("seed"), min=0, help="Training seed; model i trains with a seed made from (seed, i)."),
     device: str = typer.Option(SWEEP("device"), help="auto | cpu | cuda | cuda:N (auto: every GPU, else the CPU)."),

@@ -37,6 +37,8 @@ class Protocol:
     warmup_epochs: float = 0.0        # linear lr warm-up over this many epochs (may be fractional)
     warmup_factor: float = 0.1        # the warm-up's starting fraction of the schedule's lr
     zero_init_residual: bool = False  # last BN gamma of each residual branch starts at 0
+    train_images: int | None = None   # a fixed subset of the training split (None: all of it)
+    eval_images: int | None = None    # a fixed subset of the evaluation split
 
 
 @dataclass(frozen=True)

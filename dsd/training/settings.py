@@ -1,6 +1,7 @@
 """How the models of a run are trained: the regime's protocol with the user's overrides, checked once.
 
-One home for every default: the protocol's (epochs, batch size, lr, wd, momentum) is the regime's
+One home for every default: the protocol's (epochs, batch size, lr, wd, momentum, warm-up, zero-init,
+image subsets) is the regime's
 (dsd.design.regimes.Protocol, docs/method.md section 4); every other option's is the field default of
 DataRequest or TrainSettings below, which `dsd train` shows as its own (cli.training). `settings_for`
 checks every option, before any data set is looked for or any file written. No torch here.
@@ -115,6 +116,8 @@ def settings_for(regime: Regime, dataset: str | None = None, **options) -> Train
         chosen["lr"] = protocol.lr * chosen["batch_size"] / protocol.batch_size
     values = {k: getattr(protocol, k) if v is None else v for k, v in chosen.items()}
     data = {k: v for k, v in options.items() if k in DATA_OPTIONS}
+    for k in ("train_images", "eval_images"):  # the protocol's subsets unless given
+        data[k] = getattr(protocol, k) if data.get(k) is None else data[k]
     req = DataRequest(dataset or regime.dataset, regime.resolution, regime.in_channels, regime.num_classes, **data)
     settings = TrainSettings(req, **values, momentum=protocol.momentum, warmup_factor=protocol.warmup_factor,
                              **{k: v for k, v in options.items() if k in FLAGS})
