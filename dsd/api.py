@@ -19,7 +19,7 @@ from pathlib import Path
 from dsd import runfolder
 from dsd.design.complexity import complexity
 from dsd.design.regimes import Regime, get_regime, with_overrides
-from dsd.design.sampler import regime_for, sample
+from dsd.design.sampler import check_count, regime_for, sample
 from dsd.design.spaces import Space, load_space
 from dsd.design.spec import ModelSpec, make_spec
 from dsd.errors import BadInput
@@ -55,8 +55,7 @@ def sample_run(space: str | Path, n: int, *, regime: str | None = None, seed: in
     as it is; one with fewer models is extended (model i depends only on space, regime, seed and i);
     one made with other arguments is refused unless force, which replaces it and its results.
     """
-    if n <= 0:
-        raise BadInput(f"--n must be positive, got {n}")
+    check_count(n)
     sp = load_space(space)
     rg = with_overrides(regime_for(sp, get_regime(regime or sp.regime or "imagenet")), flops, params, acts)
     folder = Path(out) if out is not None else runfolder.RUNS_ROOT / sp.short

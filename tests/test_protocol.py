@@ -122,3 +122,16 @@ def test_status_flags_a_run_with_many_models_near_chance_and_not_a_healthy_one(t
     assert flags == {"sick": (pytest.approx(7 / 19), True), "healthy": (pytest.approx(1 / 20), False)}
     code, out, err = dsd("status", sick, healthy)
     assert code == 0 and err.count("near chance") == 1 and "sick" in err and "--warmup-epochs" in err
+
+
+def test_the_regimes_protocol_is_the_one_home_of_the_training_defaults():
+    from dsd.design.regimes import Protocol, get_regime
+    from dsd.training.settings import settings_for
+
+    regime = replace(get_regime("fashion"), train=Protocol(epochs=4, batch_size=32, lr=0.2, warmup_epochs=0.5,
+                                                          zero_init_residual=True, train_images=640))
+    s = settings_for(regime, "synthetic")
+    assert (s.epochs, s.batch_size, s.lr, s.warmup_epochs, s.zero_init_residual) == (4, 32, 0.2, 0.5, True)
+    assert (s.data.train_images, s.data.eval_images) == (640, None)
+    s = settings_for(regime, "synthetic", epochs=2, warmup_epochs=0.0, zero_init_residual=False, train_images=320)
+    assert (s.epochs, s.warmup_epochs, s.zero_init_residual, s.data.train_images) == (2, 0.0, False, 320)

@@ -56,7 +56,7 @@ def png_bytes(fig) -> bytes:
 
 def edf_figure(curves: dict, table: pd.DataFrame, normalize: str | None = None, xmax: float | None = None):
     """One EDF curve per run, legend "[min|mean] name", error (%) on x, cumulative probability on y;
-    x ends at xmax when given (see dsd.load.top_error)."""
+    x ends at xmax when given (see dsd.analysis.load.top_error)."""
     fig, axes = _figure(1, 1, 5.2, 4.0)
     ax = axes[0, 0]
     stats = table.set_index("run")

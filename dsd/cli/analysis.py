@@ -1,6 +1,6 @@
 """Analysis commands: `dsd edf`, `trends`, `fit-linear`, `search-efficiency`, `report`, `export`.
 
-They read run folders only (dsd.load) and work on partial runs. Everything numeric lives in the
+They read run folders only (dsd.analysis.load) and work on partial runs. Everything numeric lives in the
 library modules; these functions parse, call, print and save figures.
 """
 from __future__ import annotations

@@ -60,6 +60,13 @@ def spaces(json_out: bool = JSON):
         strides = ",".join(map(str, r["strides"])) if r["strides"] else "space's"
         say(f"{r['name']:9} {r['resolution']:>4} {r['in_channels']:>3} {r['num_classes']:>7} "
             f"{r['stem'] or 'space':7} {strides:9} {_band(*r['flops']):12} {r['dataset']}")
+    say("")
+    say(f"{'protocol':9} {'epochs':>6} {'batch':>5} {'lr':>6} {'wd':>7} {'warm-up':>7} {'zero-init':>9} {'images':>13}")
+    for r in regimes:
+        t = r["train"]
+        images = f"{t['train_images'] or 'all'}/{t['eval_images'] or 'all'}"
+        say(f"{r['name']:9} {t['epochs']:>6} {t['batch_size']:>5} {t['lr']:>6g} {t['wd']:>7g} "
+            f"{t['warmup_epochs']:>7g} {'yes' if t['zero_init_residual'] else 'no':>9} {images:>13}")
 
 
 @app.command()
@@ -107,7 +114,7 @@ def sample(
 def _check_options(params: dict, counts: dict, se_ratio: float) -> None:
     """Refuse, by option name, a value no model can have; an option left unset (None) is not checked.
 
-    params: space parameter name -> value, bounded as in space files (dsd.spaces.LOWER_BOUNDS);
+    params: space parameter name -> value, bounded as in space files (dsd.design.spaces.LOWER_BOUNDS);
     counts: option -> value that must be at least 1."""
     from dsd.design.spaces import check_lowest
 

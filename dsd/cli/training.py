@@ -75,8 +75,9 @@ def train(
 ):
     """Train every model of the runs that has no result yet; re-running resumes.
 
-    Defaults follow the paper's protocol for the run's regime (SGD momentum 0.9, half-period cosine,
-    10 epochs, lr / weight decay / batch size per data set). Each result is written atomically to
+    Defaults are the run's regime's protocol (SGD momentum 0.9, half-period cosine after an optional
+    linear warm-up; epochs, batch size, lr, weight decay, warm-up, zero-init and image subsets per
+    regime, listed by `dsd spaces`). Each result is written atomically to
     RUN/results/ID.parquet; several processes or hosts may train one run at once. A model that was
     interrupted resumes from its checkpoint of the last finished epoch.
 

@@ -1,6 +1,6 @@
 """Analytic complexity (flops as multiply-adds, params, acts) by the counting rules of docs/method.md section 2.
 
-One small function per layer and per block, mirroring `dsd.model`. Every function works elementwise on
+One small function per layer and per block, mirroring `dsd.design.model`. Every function works elementwise on
 numpy int64 arrays, so the sampler counts a whole batch of candidates at once, and `complexity(spec)`
 counts one model through the very same code. Nothing here builds a torch module.
 """

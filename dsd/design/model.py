@@ -1,4 +1,4 @@
-"""ModelSpec -> torch nn.Module, built as docs/method.md section 1 describes (mirrors dsd.complexity).
+"""ModelSpec -> torch nn.Module, built as docs/method.md section 1 describes (mirrors dsd.design.complexity).
 
 torch is imported here only; the sampling commands never import this module.
 """

@@ -132,11 +132,16 @@ class Sample:
     duplicates: int
 
 
+def check_count(n: int) -> None:
+    """How many models to sample: at least one."""
+    if n <= 0:
+        raise BadInput(f"--n must be positive, got {n}")
+
+
 def sample(space: Space, regime: Regime, n: int, seed: int = 0,
            max_draws_per_model: int = MAX_DRAWS_PER_MODEL) -> Sample:
     """n models meeting the constraints; model i depends only on (space, regime, seed, i)."""
-    if n <= 0:
-        raise BadInput(f"--n must be positive, got {n}")
+    check_count(n)
     sampler = Sampler(space, regime)
     rows, seen, draws, dups = [], set(), 0, 0
     for i in range(n):
