@@ -285,6 +285,17 @@ def test_written_files_are_readable_by_others_as_the_umask_allows(tiny_run):
     assert (store.result_path(run, 0).stat().st_mode & 0o777) == 0o640  # not mkstemp's 0600
 
 
+def test_slots_spread_round_robin(monkeypatch):
+    import torch
+
+    from dsd.training.devices import slots_for
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    first = slots_for("cuda", models_per_gpu=4)[:16]  # 16 models at K = 4 on 8 GPUs: the slots a sweep uses
+    assert sorted({device for device, _ in first}) == [f"cuda:{i}" for i in range(8)]
+    assert all(sum(d == f"cuda:{i}" for d, _ in first) == 2 for i in range(8))
+
+
 def test_ray_backend_finishes_a_run_with_the_same_layout(tiny_run):
     pytest.importorskip("ray")
     run = tiny_run(3)
@@ -304,7 +315,7 @@ def test_slots_give_k_models_to_every_gpu_or_split_the_cpu_cores(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    assert slots_for("cuda", models_per_gpu=3) == [("cuda:0", 2)] * 3 + [("cuda:1", 2)] * 3
+    assert slots_for("cuda", models_per_gpu=3) == [("cuda:0", 2), ("cuda:1", 2)] * 3
     assert slots_for("cuda:1", models_per_gpu=2) == [("cuda:1", 4)] * 2  # at most 4 threads per slot
     assert slots_for("cpu", cpu_workers=4) == [("cpu", 4)] * 4
     assert slots_for("cpu") == [("cpu", 16)]

@@ -165,6 +165,14 @@ def test_settings_follow_the_regime_and_scale_lr_with_batch_size():
         settings_for(get_regime("cifar"), epochs=0)
 
 
+def test_fingerprint_includes_channels_last(specs, synthetic):
+    from dataclasses import replace
+
+    settings, cpu = synthetic_settings(), torch.device("cpu")
+    assert fingerprint(specs[0], settings, synthetic, cpu) != \
+        fingerprint(specs[0], replace(settings, channels_last=not settings.channels_last), synthetic, cpu)
+
+
 def independent_error(spec, weights_path, data) -> float:
     """Top-1 error of saved weights, evaluated with a plain loop written here, not dsd's."""
     model = build_model(spec)

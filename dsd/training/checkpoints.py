@@ -18,11 +18,13 @@ from dsd.training.settings import TrainSettings
 def fingerprint(spec: ModelSpec, settings: TrainSettings, data, device: torch.device) -> str:
     """What a checkpoint must have been trained with to be resumed under these settings.
 
-    The device type is part of it: generator states and the fused optimizer differ between CPU and GPU.
+    The device type is part of it: generator states and the fused optimizer differ between CPU and GPU;
+    so is the memory format: momentum buffers keep the layout they were made in, and fused SGD on CUDA
+    refuses a mix.
     """
     s = settings
     return repr((spec, s.epochs, s.batch_size, s.lr, s.wd, s.momentum, s.seed, s.data.dataset,
-                 data.train_size, data.eval_size, device.type, s.amp, s.warmup_epochs, s.warmup_factor,
+                 data.train_size, data.eval_size, device.type, s.amp, s.channels_last, s.warmup_epochs, s.warmup_factor,
                  s.zero_init_residual))
 
 

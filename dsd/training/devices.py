@@ -46,7 +46,10 @@ def local_device(text: str) -> str:
 
 
 def slots_for(device: str, models_per_gpu: int = 1, cpu_workers: int = 1) -> list[tuple[str, int]]:
-    """(device, CPU threads) per slot: K per GPU (every visible GPU unless one is named), N on the CPU."""
+    """(device, CPU threads) per slot: K per GPU (every visible GPU unless one is named), N on the CPU.
+
+    GPUs take turns (cuda:0, cuda:1, ..., cuda:0, ...), so that a sweep with fewer models than slots,
+    which uses the first slots, spreads them over every GPU."""
     import torch
 
     cores = os.cpu_count() or 1
@@ -54,7 +57,7 @@ def slots_for(device: str, models_per_gpu: int = 1, cpu_workers: int = 1) -> lis
         return [("cpu", max(1, cores // cpu_workers))] * cpu_workers
     gpus = [device] if gpu_index(device) is not None else [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     threads = max(1, min(4, cores // (len(gpus) * models_per_gpu)))
-    return [(g, threads) for g in gpus for _ in range(models_per_gpu)]
+    return [(g, threads) for _ in range(models_per_gpu) for g in gpus]
 
 
 def setup_process(device: str, threads: int | None = None) -> None:
