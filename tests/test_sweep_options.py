@@ -2,6 +2,7 @@
 that never outlive their parent, start-up included."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,14 @@ from dsd.errors import BadInput
 from dsd.training.settings import SweepOptions
 from helpers import dsd
 from test_scheduler import FAST, alive, descendants, results, trained_ids
+
+
+def is_worker(pid: int) -> bool:
+    """A spawned training worker (not multiprocessing's resource tracker)."""
+    try:
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def run_main(monkeypatch, capsys, *args) -> tuple[int, str]:
@@ -94,3 +103,28 @@ def test_workers_killed_parent_during_start_up_leaves_none_alive(tiny_run):
     assert not [p for p in workers if alive(p)], "workers outlived their killed parent by 3 s"
     time.sleep(1)
     assert not [p.name for p in run.rglob("*.tmp")]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds worker processes through /proc")
+def test_fatal_cuda_error_retires_worker(tiny_run):
+    run = tiny_run(4)
+    env = {**os.environ, "DSD_FAULTS": "1:cuda"}  # model 1 raises what torch raises after a fatal CUDA error
+    proc = subprocess.Popen([sys.executable, "-m", "dsd", "train", str(run), *FAST, "--cpu-workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    workers = set()
+    while proc.poll() is None:
+        workers |= {p for p in descendants(proc.pid) if is_worker(p)}
+        time.sleep(0.02)
+    assert proc.returncode == 0, proc.stderr.read()
+    rows = results(run)
+    assert [rows[i]["status"] for i in range(4)] == ["done", "failed", "done", "done"]
+    assert "illegal memory access" in rows[1]["message"]
+    assert len(workers) == 2, "after a fatal CUDA error the slot's worker should be replaced by a fresh one"
+
+
+def test_out_of_memory_is_not_a_fatal_gpu_error():
+    from dsd.training.devices import is_fatal_gpu_error
+
+    assert is_fatal_gpu_error(RuntimeError("CUDA error: device-side assert triggered"))
+    assert not is_fatal_gpu_error(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not is_fatal_gpu_error(ValueError("shapes do not match"))

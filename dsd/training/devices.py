@@ -24,6 +24,23 @@ def is_gpu(device: str) -> bool:
     return device.startswith("cuda")
 
 
+# What torch says when a CUDA error has left the process's context unusable (every later call fails);
+# out-of-memory is not among them: the context survives it.
+FATAL_GPU_ERRORS = ("CUDA error", "device-side assert", "illegal memory access", "CUBLAS_STATUS",
+                    "CUDNN_STATUS_EXECUTION_FAILED", "unspecified launch failure")
+
+
+def is_fatal_gpu_error(error: BaseException) -> bool:
+    """Whether an exception means this process's CUDA context is lost (the worker must be replaced)."""
+    import torch
+
+    accelerator_error = getattr(torch, "AcceleratorError", None)  # torch >= 2.8 raises it for CUDA errors
+    if accelerator_error is not None and isinstance(error, accelerator_error):
+        return True
+    text = str(error)
+    return "out of memory" not in text and any(marker in text for marker in FATAL_GPU_ERRORS)
+
+
 def gpu_index(device: str) -> int | None:
     """N of cuda:N; None for cuda (every GPU) and for the CPU."""
     return int(device.partition(":")[2]) if device.startswith("cuda:") else None

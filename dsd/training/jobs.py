@@ -23,7 +23,7 @@ from dsd.design.spec import ModelSpec, spec_from_row
 from dsd.errors import BadInput
 from dsd.runfolder import HEARTBEAT_S, claim, refresh, release
 from dsd.training.data import load, locate
-from dsd.training.devices import is_gpu
+from dsd.training.devices import is_fatal_gpu_error, is_gpu
 from dsd.training.loop import result_row, train_model
 from dsd.training.settings import TrainSettings, settings_for
 
@@ -168,21 +168,25 @@ def run_job(job: Job, device: str, on_epoch=None) -> dict:
 
     An exception (out of memory included) becomes a failed row with its message. The model's checkpoint
     goes just before its row is written (a kill in between costs its epochs, and leaves no checkpoint
-    beside a finished result), unless it failed: `--retry-failed` then resumes from it.
+    beside a finished result), unless it failed: `--retry-failed` then resumes from it. After a fatal
+    CUDA error the summary says `retire_worker`: this process's CUDA context is lost, so whoever runs
+    it must let it exit and train the next model in a fresh one.
     """
     start = time.perf_counter()
     checkpoint = runfolder.checkpoint_path(job.run, job.model_id)
+    failure = None
     try:
         weights = runfolder.weights_path(job.run, job.model_id) if job.settings.save_weights else None
         row = train_model(job.spec, device_data(job.settings.data, device), job.settings, model_id=job.model_id,
                           device=device, on_epoch=on_epoch, weights_path=weights,
                           checkpoint_path=checkpoint if job.settings.checkpoints else None)
     except Exception as e:  # noqa: BLE001  (the sweep goes on; the row says what happened)
-        if is_gpu(device):
+        failure = (f"{type(e).__name__}: {e}", is_fatal_gpu_error(e))
+    if failure is not None:  # out of the except block: the failed model's tensors are freed with it
+        if is_gpu(device) and not failure[1]:
             torch.cuda.empty_cache()
-        row = result_row(job.model_id, job.settings, device, message=f"{type(e).__name__}: {e}",
-                         wall_s=time.perf_counter() - start)
+        row = result_row(job.model_id, job.settings, device, message=failure[0], wall_s=time.perf_counter() - start)
     if row["status"] != "failed":
         checkpoint.unlink(missing_ok=True)
     runfolder.write_result(job.run, row)
-    return summary_of(job, row)
+    return {**summary_of(job, row), "retire_worker": bool(failure and failure[1])}

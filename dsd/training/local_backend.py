@@ -46,6 +46,14 @@ class Slot:
             self.proc.start()
         child.close()
 
+    def restart(self) -> None:
+        """A fresh worker process in this slot, once the old one has left (after a fatal CUDA error)."""
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.start()
+
     def give(self, job: Job | None) -> None:
         self.job = job
         if job is not None:
@@ -97,6 +105,8 @@ def run_local(feed: Feed, progress, slots: list[tuple[str, int]]) -> None:
                     if kind == "died":
                         info = [record_failure(w.job, w.device, f"the worker process died (exit code {info[0]})")]
                         w.start()
+                    elif info[0].get("retire_worker"):
+                        w.restart()
                     feed.finish(w.job)
                     progress.finished(w.job, info[0])
                     w.give(feed.next())

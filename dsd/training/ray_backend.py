@@ -21,7 +21,10 @@ def ray_task(job, device: str) -> dict:
 
     threads = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
     setup_process(device, threads)
-    return run_job(job, device)
+    summary = run_job(job, device)
+    if summary["retire_worker"]:  # a fatal CUDA error: end this Ray worker (its row is written) so that
+        os._exit(1)               # Ray starts a fresh one; the driver then reads the row from the run folder
+    return summary
 
 
 def visible_gpus(device: str, address: str | None) -> str | None:

@@ -81,4 +81,7 @@ def serve(conn, device: str, threads: int) -> None:
             return
         if job is None:
             return
-        report("done", run_job(job, device, lambda epoch, error, loss: report("epoch", job.label, epoch, error)))
+        summary = run_job(job, device, lambda epoch, error, loss: report("epoch", job.label, epoch, error))
+        report("done", summary)
+        if summary["retire_worker"]:  # a fatal CUDA error: this context is lost, a fresh worker takes over
+            return
