@@ -2,8 +2,9 @@
 # What a machine with a CUDA GPU has to confirm, in one go: the CUDA tests, a small sweep through the
 # CLI on the GPU (several models per GPU, kill -9 and resume), and the GPU tables of bench/train.py.
 # Uses the python3 on PATH (or $PYTHON), which must already have torch with CUDA and dsd's other
-# dependencies; dsd itself is installed into it without dependencies (no network needed).
-# Every step runs even when one before it fails; the last lines say which failed.
+# dependencies (checked first, all of them named at once); dsd itself is installed into it without
+# dependencies (no network needed). Every step runs even when one before it fails; the last lines say
+# which failed. The sweep fails unless every model finished and at least one resumed from a checkpoint.
 # Usage: bash scripts/gpu-check.sh [OUTDIR]   (default: ./gpu-check; every step's output is kept there)
 set -uo pipefail
 PY=${PYTHON:-python3}
@@ -12,7 +13,18 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 failed=()
 
-$PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: torch sees no CUDA GPU')" || exit 1
+# shellcheck disable=SC2086  # $PY may be a command with arguments
+$PY - <<'PYEOF' || exit 1
+import importlib.util, sys
+needed = ["torch", "torchvision", "PIL", "numpy", "pandas", "pyarrow", "scipy", "matplotlib", "yaml", "typer",
+          "rich", "pytest"]
+missing = [m for m in needed if importlib.util.find_spec(m) is None]
+if missing:
+    sys.exit(f"gpu-check: this python lacks {', '.join(missing)} (set $PYTHON to one that has dsd's dependencies)")
+import torch
+if not torch.cuda.is_available():
+    sys.exit("gpu-check: torch sees no CUDA GPU")
+PYEOF
 if ! $PY -m pip install -q --no-deps --no-build-isolation -e . >"$out/pip.txt" 2>&1; then
   cat "$out/pip.txt"
   exit 1
@@ -38,8 +50,14 @@ compgen -G "$run/checkpoints/*.pt" >/dev/null || failed+=("no checkpoint before 
 kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null
 { $PY -m dsd train "$run" "${args[@]}" && $PY -m dsd status "$run"; } 2>&1 | tee "$out/sweep.txt" || failed+=("sweep")
+$PY -m dsd status "$run" --json >"$out/status.json" || failed+=("dsd status")
+$PY -c "import json, sys; s = json.load(open(sys.argv[1]))[0]; sys.exit(0 if s['done'] == 16 else
+    f\"gpu-check: {s['done']} of 16 models done ({s['failed']} failed, {s['diverged']} diverged)\")" \
+  "$out/status.json" || failed+=("every model of the sweep done")
 $PY -m dsd export "$run" --out "$out/sweep.csv" || failed+=("dsd export")
-echo "resumed from a checkpoint: $(grep -c 'resumed from the checkpoint' "$out/sweep.csv") models" | tee -a "$out/sweep.txt"
+resumed=$(grep -c 'resumed from the checkpoint' "$out/sweep.csv")
+echo "resumed from a checkpoint: $resumed models" | tee -a "$out/sweep.txt"
+[ "$resumed" -ge 1 ] || failed+=("no model resumed from its checkpoint")
 rm -rf "$work"
 
 echo "== bench/train.py --device cuda" >&2
