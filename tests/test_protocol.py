@@ -44,8 +44,7 @@ def test_the_learning_rate_at_every_step_is_the_warm_up_times_the_cosine(specs, 
 
 
 def test_no_warm_up_trains_exactly_as_before(specs, synthetic):
-    plain = synthetic_settings(epochs=2)
-    assert plain.warmup_epochs == 0 and not plain.zero_init_residual  # the fashion protocol's default
+    plain = synthetic_settings(epochs=2, warmup_epochs=0, zero_init_residual=False)
     a = train_model(specs[1], synthetic, plain, model_id=1)
     b = train_model(specs[1], synthetic, replace(plain, warmup_factor=0.5), model_id=1)  # unused without warm-up
     c = train_model(specs[1], synthetic, replace(plain, warmup_epochs=1.0), model_id=1)
@@ -90,12 +89,13 @@ def test_a_zero_initialised_network_computes_its_shortcuts_only(specs):
 def test_both_options_are_in_the_fingerprint_and_a_changed_one_restarts_the_model(specs, synthetic, tmp_path):
     settings, device = synthetic_settings(epochs=2), torch.device("cpu")
     prints = {fingerprint(specs[0], s, synthetic, device)
-              for s in (settings, replace(settings, warmup_epochs=0.5), replace(settings, zero_init_residual=True))}
+              for s in (settings, replace(settings, warmup_epochs=settings.warmup_epochs + 0.5),
+                       replace(settings, zero_init_residual=not settings.zero_init_residual))}
     assert len(prints) == 3
     checkpoint = tmp_path / "0.pt"
     with pytest.raises(Interrupt):
         train_model(specs[0], synthetic, settings, model_id=0, checkpoint_path=checkpoint, on_epoch=stop_after(1, []))
-    other = replace(settings, zero_init_residual=True)
+    other = replace(settings, zero_init_residual=not settings.zero_init_residual)
     seen = []
     row = train_model(specs[0], synthetic, other, model_id=0, checkpoint_path=checkpoint, on_epoch=stop_after(0, seen))
     assert seen == [1, 2] and row["message"] == ""
