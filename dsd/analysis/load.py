@@ -15,16 +15,12 @@ import pandas as pd
 
 from dsd import runfolder
 from dsd.errors import BadInput
+from dsd.runfolder.status import chance_error
 
 UNTRAINED = "untrained"
 STATUS_ORDER = ("done", "diverged", "failed", UNTRAINED)
 LIST_COLUMNS = ("depths", "widths", "bottleneck_ratios", "group_widths", "strides", "error_curve",
                 "loss_curve")
-
-
-def chance_error(num_classes) -> np.ndarray:
-    """Top-1 error (%) of guessing: what a diverged model is counted at."""
-    return 100.0 * (1.0 - 1.0 / np.asarray(num_classes, dtype=float))
 
 
 def run_name(run: Path) -> str:

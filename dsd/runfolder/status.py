@@ -1,6 +1,8 @@
 """The status of a run: its models by state, from its results and the live claims (reads only, no torch)."""
 from __future__ import annotations
 
+import numpy as np
+
 from dsd.runfolder import files
 from dsd.runfolder.claims import live_claims
 
@@ -8,9 +10,14 @@ NEAR_CHANCE_POINTS = 5.0  # an error within this many points of chance level is 
 NEAR_CHANCE_SHARE = 0.2   # more than this share of trained models near chance flags the run
 
 
+def chance_error(num_classes) -> np.ndarray:
+    """Top-1 error (%) of guessing: what a diverged model is counted at, and what "near chance" nears."""
+    return 100.0 * (1.0 - 1.0 / np.asarray(num_classes, dtype=float))
+
+
 def near_chance_share(results: list[dict], num_classes: int) -> float | None:
     """The share of trained (done or diverged) models that diverged or ended near chance; None if none."""
-    chance = 100.0 * (1 - 1 / num_classes)
+    chance = float(chance_error(num_classes))
     trained = [r for r in results if r["status"] in ("done", "diverged")]
     if not trained:
         return None
