@@ -81,11 +81,18 @@ def train_runs(runs=None, **options) -> dict:
     return sweep(runfolder.find_runs(runs), **options)
 
 
-def load_runs(runs=None):
-    """The runs (default: every run under ./runs) as one DataFrame, a row per model (dsd.analysis.load)."""
+def load_runs(runs=None, *, where: str | None = None, split: str | None = None):
+    """The runs (default: every run under ./runs) as one DataFrame, a row per model (dsd.analysis.load).
+
+    where / split: a filter such as "b <= 2 and flops >= 380M" (dsd.analysis.filters): keep the models
+    that satisfy it, or make each run two sub-populations, "RUN: EXPR" and "RUN: not EXPR"."""
+    from dsd.analysis.filters import parse_filter, subpopulations
     from dsd.analysis.load import load_runs as load
 
-    return load(runfolder.find_runs(runs))
+    for label, text in (("where", where), ("split", split)):
+        if text is not None:
+            parse_filter(text, label)
+    return subpopulations(load(runfolder.find_runs(runs)), where, split)
 
 
 def edf_table(frame, normalize: str | None = None, bins: int = 10):

@@ -17,16 +17,26 @@ from dsd.errors import BadInput
 PLOT = typer.Option(False, "--plot",
                     help="Write the figure (default into the first run folder) and print its path.")
 OUT = typer.Option(None, "--out", help="Figure file (.png, .svg or .pdf); implies --plot.")
+WHERE = typer.Option(None, "--where", metavar="EXPR",
+                     help="Keep the models for which EXPR holds, e.g. 'b <= 2 and flops >= 380M', "
+                          "'d in 12..28', 'g1 > 1' (columns and statistics joined with 'and').")
+SPLIT = typer.Option(None, "--split", metavar="EXPR",
+                     help="Analyse each run as two sub-populations, 'RUN: EXPR' and 'RUN: not EXPR'.")
 
 
-def _load(runs, figure_out: Path | None = None):
-    """Load the runs; when none were named, the runs under ./runs with nothing trained yet are skipped.
+def _load(runs, figure_out: Path | None = None, where: str | None = None, split: str | None = None):
+    """Load the runs and keep the sub-populations asked for; when no run was named, the runs under
+    ./runs with nothing trained yet are skipped.
 
-    A figure's --out is checked first, so that a bad one is refused before any work."""
+    A figure's --out and the filters' syntax are checked first, so that bad ones are refused before any work."""
+    from dsd.analysis.filters import parse_filter, subpopulations
     from dsd.analysis.load import load_runs, run_path
     from dsd.runfolder import find_runs
 
     check_figure_out(figure_out)
+    for option, text in (("--where", where), ("--split", split)):
+        if text is not None:
+            parse_filter(text, option)
     paths = find_runs(runs)
     frame = load_runs(paths)
     if not runs:
@@ -37,6 +47,9 @@ def _load(runs, figure_out: Path | None = None):
             paths = [p for p in paths if str(p) not in {run_path(frame, n) for n in idle}]
             frame = load_runs(paths)
     _warn_mixed(frame)
+    frame = subpopulations(frame, where, split)
+    for part in frame.attrs.get("empty", []):
+        say(f"left out, nothing to analyse: {part}")
     return paths, frame
 
 
@@ -84,6 +97,7 @@ def edf(
                    "weighted, D is the largest distance between the weighted EDFs, and p is scipy's asymptotic "
                    "two-sample KS p-value taken at the Kish effective sample sizes (sum w)^2 / sum w^2."),
     bins: int = typer.Option(10, help="Number of complexity bins for --normalize."),
+    where: Optional[str] = WHERE, split: Optional[str] = SPLIT,
     plot: bool = PLOT, out: Optional[Path] = OUT, json_out: bool = JSON,
 ):
     """Error EDFs: per run n, min / mean / median error, and the two-sample KS test against the first run.
@@ -96,7 +110,7 @@ def edf(
     """
     from dsd.analysis.edf import edf_curves, edf_table
 
-    paths, frame = _load(runs, out)
+    paths, frame = _load(runs, out, where, split)
     table = edf_table(frame, normalize, bins)
     figure = None
     if plot or out:
@@ -124,6 +138,7 @@ def trends(
     subsample: float = typer.Option(0.25, help="Fraction of the models drawn (with replacement) per repetition."),
     level: float = typer.Option(0.95, help="Coverage of the interval."),
     seed: int = typer.Option(0, min=0, help="Seed of the bootstrap draws."),
+    where: Optional[str] = WHERE, split: Optional[str] = SPLIT,
     plot: bool = PLOT, out: Optional[Path] = OUT, json_out: bool = JSON,
 ):
     """Empirical bootstrap of the best value of each statistic (RegNet, footnote 4).
@@ -138,7 +153,7 @@ def trends(
     """
     from dsd.analysis import bootstrap
 
-    paths, frame = _load(runs, out)
+    paths, frame = _load(runs, out, where, split)
     wanted = [s.strip() for s in stats.split(",") if s.strip()] if stats is not None else None
     table = bootstrap.trends(frame, wanted, samples, subsample, level, seed)
     figure = across = None
@@ -166,6 +181,7 @@ def fit_linear(
     runs: Optional[List[Path]] = RUNS_ARG,
     top: Optional[int] = typer.Option(None, min=1, help="Fit the best TOP trained models of each run [default: 20]."),
     all_models: bool = typer.Option(False, "--all", help="Fit every model, trained or not."),
+    where: Optional[str] = WHERE, split: Optional[str] = SPLIT,
     plot: bool = PLOT, out: Optional[Path] = OUT, json_out: bool = JSON,
 ):
     """Quantized linear fits: per model the (w0, wa, wm) whose RegNet rule best matches its widths.
@@ -180,10 +196,13 @@ def fit_linear(
 
     if all_models and top is not None:
         raise BadInput("give --top N or --all, not both")
-    paths, frame = _load(runs, out)
+    paths, frame = _load(runs, out, where, split)
     fits = fit_runs(frame, None if all_models else (top or 20))
-    for saved in save_fits(fits, frame):
-        say(f"fits: {saved}")
+    if where is None and split is None:
+        for saved in save_fits(fits, frame):
+            say(f"fits: {saved}")
+    else:
+        say("fits of a sub-population are not written to the run folder")
     figure = None
     if plot or out:
         from dsd.analysis.plots import fit_figure
@@ -203,6 +222,7 @@ def fit_linear(
 @app.command("search-efficiency")
 def search_efficiency(
     runs: Optional[List[Path]] = RUNS_ARG,
+    where: Optional[str] = WHERE, split: Optional[str] = SPLIT,
     plot: bool = PLOT, out: Optional[Path] = OUT, json_out: bool = JSON,
 ):
     """Random-search efficiency (NDS): the minimum error of k random models, k = 1, 2, 4, ...
@@ -214,7 +234,7 @@ def search_efficiency(
     """
     from dsd.analysis import search
 
-    paths, frame = _load(runs, out)
+    paths, frame = _load(runs, out, where, split)
     table = search.search_efficiency(frame)
     figure = None
     if plot or out:
@@ -234,6 +254,7 @@ def report(
     samples: int = typer.Option(10_000, help="Bootstrap repetitions for the trends."),
     seed: int = typer.Option(0, min=0, help="Seed of the bootstrap draws."),
     bins: int = typer.Option(10, help="Number of flops bins of the normalized EDF."),
+    where: Optional[str] = WHERE, split: Optional[str] = SPLIT,
     json_out: bool = JSON,
 ):
     """One self-contained HTML page (figures embedded, no network needed) with the summary table, EDFs
@@ -248,7 +269,7 @@ def report(
         if out.suffix.lower() not in (".html", ".htm"):
             raise BadInput(f"--out {out}: the report is an .html file")
         check_out(out)
-    paths, frame = _load(runs)
+    paths, frame = _load(runs, None, where, split)
     with writing(out or paths[0] / "report.html"):
         path = write_report(frame, out or paths[0] / "report.html", samples=samples, seed=seed, bins=bins)
     if json_out:
@@ -262,6 +283,7 @@ def export(
     runs: Optional[List[Path]] = RUNS_ARG,
     out: Path = typer.Option(..., "--out",
                              help="Output file: .parquet (list columns kept) or .csv (lists as JSON)."),
+    where: Optional[str] = WHERE, split: Optional[str] = SPLIT,
     json_out: bool = JSON,
 ):
     """Models joined with their results, one row per model (status "untrained" where there is none),
@@ -272,7 +294,7 @@ def export(
     from dsd.analysis.load import export as export_frame
 
     check_out(out)
-    _, frame = _load(runs)
+    _, frame = _load(runs, None, where, split)
     with writing(out):
         path = export_frame(frame, out)
     if json_out:
