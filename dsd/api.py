@@ -25,9 +25,9 @@ from dsd.design.spec import ModelSpec, make_spec
 from dsd.errors import BadInput
 from dsd.runfolder import run_status
 
-__all__ = ["BadInput", "ModelSpec", "SampledRun", "complexity", "edf_table", "fit_runs", "get_regime",
-           "load_runs", "load_space", "make_spec", "run_status", "sample_run", "search_efficiency",
-           "train_runs", "trends", "write_report"]
+__all__ = ["BadInput", "ModelSpec", "SampledRun", "complexity", "edf_table", "findings", "fit_runs", "get_regime",
+           "ks_by_size", "load_runs", "load_space", "make_spec", "noise_floor", "rank_agreement", "reseed_run",
+           "run_status", "sample_run", "search_efficiency", "train_runs", "trends", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,14 @@ def sample_run(space: str | Path, n: int, *, regime: str | None = None, seed: in
     seconds = time.perf_counter() - t
     runfolder.write_run(folder, meta, drawn.rows, replace=action == "replace")
     return SampledRun(folder, sp, rg, n, seed, drawn.draws, drawn.duplicates, seconds)
+
+
+def reseed_run(run: Path, n: int = 10, repeats: int = 3, *, seed: int = 0, out: Path | None = None):
+    """A run of `repeats` copies of n trained models of run, picked at random (seed), with new training
+    seeds (default folder RUN-reseed); trained like run, they measure the noise floor (noise_floor)."""
+    from dsd.runfolder.copies import reseed
+
+    return reseed(Path(run), n, repeats, seed=seed, out=out)
 
 
 def train_runs(runs=None, **options) -> dict:
@@ -129,3 +137,32 @@ def write_report(frame, out: Path, samples: int = 10_000, seed: int = 0, bins: i
     from dsd.analysis.report import write_report as report
 
     return report(frame, Path(out), samples=samples, seed=seed, bins=bins)
+
+
+def rank_agreement(frame, samples: int = 1000, level: float = 0.95, seed: int = 0):
+    """Per run and epoch k: Kendall's tau and Spearman's rho between the error after epoch k and the final
+    error, with bootstrap intervals: did the schedule's ranking settle? (dsd.analysis.epochs)"""
+    from dsd.analysis.epochs import rank_agreement as agreement
+
+    return agreement(frame, samples=samples, level=level, seed=seed)
+
+
+def ks_by_size(frame, sizes=None, repeats: int = 200, seed: int = 0, alpha: float = 0.05):
+    """Per pair of runs and n: how often n models per run separate them by KS (dsd.analysis.samplesize)."""
+    from dsd.analysis.samplesize import ks_by_size as by_size
+
+    return by_size(frame, sizes=sizes, repeats=repeats, seed=seed, alpha=alpha)
+
+
+def noise_floor(frame):
+    """Per copy run (reseed_run) in frame: the seed-to-seed SD of error beside the model-to-model SD."""
+    from dsd.analysis.noise import noise_floor as floor
+
+    return floor(frame)
+
+
+def findings(frame, alpha: float = 0.05, samples: int = 10_000, seed: int = 0) -> list[dict]:
+    """What the numbers support, as {"kind", "statement", "evidence"} dicts (dsd.analysis.findings)."""
+    from dsd.analysis.findings import Evidence, findings as find
+
+    return find(Evidence(frame, samples=samples, seed=seed, alpha=alpha))

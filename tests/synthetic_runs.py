@@ -57,15 +57,19 @@ def default_error(row: dict, rng: np.random.Generator) -> float:
 
 
 def write_run(folder: Path, rows: list[dict], name: str | None = None, errors=None,
-              statuses=None, epochs: int = 3) -> Path:
+              statuses=None, epochs: int = 3, curves=None) -> Path:
     """Write run.yaml, models.parquet and a result per model whose status is not "untrained".
 
-    errors: one error per row (default: default_error); statuses: one of done | failed | diverged |
-    untrained per row (default: all done).
+    errors: one error per row (default: default_error, or each curve's last value when curves are
+    given); statuses: one of done | failed | diverged | untrained per row (default: all done);
+    curves: one per-epoch error curve per row for the done models (default: linear from 80 to the
+    error over `epochs` epochs).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(len(rows))
+    if errors is None and curves is not None:
+        errors = [float(c[-1]) if len(c) else np.nan for c in curves]
     errors = [default_error(r, rng) for r in rows] if errors is None else list(errors)
     statuses = ["done"] * len(rows) if statuses is None else list(statuses)
     meta = {"name": name or folder.name, "space": "synthetic",
@@ -73,11 +77,16 @@ def write_run(folder: Path, rows: list[dict], name: str | None = None, errors=No
             "seed": 0, "n": len(rows), "dsd_version": "test"}
     (folder / store.RUN_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
     store.write_parquet(pa.Table.from_pylist(rows, schema=store.MODEL_SCHEMA), folder / store.MODELS_FILE)
-    for row, err, status in zip(rows, errors, statuses):
+    for i, (row, err, status) in enumerate(zip(rows, errors, statuses)):
         if status == "untrained":
             continue
         finished = status == "done"
-        curve = list(np.linspace(80.0, err, epochs)) if finished else []
+        if not finished:
+            curve = []
+        elif curves is None:
+            curve = list(np.linspace(80.0, err, epochs))
+        else:
+            curve = [float(v) for v in curves[i]]
         store.write_result(folder, {
             "model_id": row["model_id"], "status": status, "error": float(err) if finished else None,
             "best_error": float(err) if finished else None, "train_loss": 0.5 if finished else None,

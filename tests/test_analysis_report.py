@@ -25,12 +25,17 @@ def report(tmp_path_factory):
 
 def test_report_is_self_contained(report):
     text = report.read_text()
-    for heading in ["Summary", "Error distributions (EDF)", "Design trends", "Quantized linear fits",
-                    "Random search efficiency", "Best and worst models", "Run settings"]:
-        assert f"<h2>{heading}" in text
+    headings = re.findall(r"<h2>([^<]+)</h2>", text)
+    assert headings[0] == "Findings"  # the report opens with what the numbers support
+    for heading in ["Summary", "Error distributions (EDF)", "Design trends (bootstrap of the best value)",
+                    "Quantized linear fits of the top 20 models", "How many epochs", "How many models",
+                    "Noise floor", "Random search efficiency", "Best and worst models", "Run settings"]:
+        assert heading in headings
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', text)
     assert {"error EDF", "flops-normalized error EDF", "trends", "trends across runs", "quantized linear fits",
-            "random search efficiency", "best models", "worst models", "training curves"} <= set(images)
+            "random search efficiency", "best models", "worst models", "training curves", "rank agreement by epoch",
+            "KS power and interval width by number of models"} <= set(images)
+    assert re.search(r'<ol id="findings">\s*<li><b>edf-order</b>', text)
     assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing to fetch
     assert "space: synthetic" in text  # run.yaml settings
 
@@ -51,7 +56,8 @@ def test_report_renders_in_chromium(report, tmp_path):
     assert summary, dom[:500]
     rows = re.findall(r"<tr>\s*<td>([^<]+)</td>", summary.group(0))
     assert rows == ["xa", "regnetx"]
-    assert len(re.findall(r"<img ", dom)) >= 9
+    assert len(re.findall(r"<img ", dom)) >= 11
+    assert re.search(r'<ol id="findings">.*?</ol>', dom, re.S)
 
     shot = tmp_path / "shot.png"
     _chromium([f"--screenshot={shot}", "--window-size=1200,2400", report.as_uri()], tmp_path)

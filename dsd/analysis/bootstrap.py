@@ -103,19 +103,24 @@ def best_ranges(x: pd.DataFrame, errors: np.ndarray, samples: int = 10_000, subs
     return pd.DataFrame(rows)
 
 
+def run_statistics(frame: pd.DataFrame, stats: list[str] | None):
+    """Per run, in order: (name, the requested statistics of its scored models, their errors)."""
+    models = scored(frame)
+    all_stats = model_statistics(models)
+    names = pick_stats(all_stats, stats)
+    for run in run_names(frame):
+        mask = (models["run"] == run).to_numpy()
+        yield run, all_stats.loc[mask, names], models["err"].to_numpy()[mask]
+
+
 def trends(frame: pd.DataFrame, stats: list[str] | None = None, samples: int = 10_000,
            subsample: float = 0.25, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Per run and statistic: n, the bootstrap interval (lo, hi) and median of the best value, and the
     value of the run's single best model. Diverged models take part at chance error."""
     check_settings(samples, subsample, level)
-    models = scored(frame)
-    all_stats = model_statistics(models)
-    names = pick_stats(all_stats, stats)
     tables = []
-    for run in run_names(frame):
-        mask = (models["run"] == run).to_numpy()
-        table = best_ranges(all_stats.loc[mask, names], models["err"].to_numpy()[mask], samples,
-                            subsample, level, seed)
+    for run, x, errors in run_statistics(frame, stats):
+        table = best_ranges(x, errors, samples, subsample, level, seed)
         table.insert(0, "run", run)
         tables.append(table[table["n"] > 0])
     return pd.concat(tables, ignore_index=True)

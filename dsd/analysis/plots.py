@@ -272,3 +272,62 @@ def curves_figure(models: pd.DataFrame):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig
+
+
+def epochs_figure(table: pd.DataFrame):
+    """Kendall tau between the errors after each epoch and the final errors, per run, its bootstrap
+    interval shaded (see dsd.analysis.epochs); the dotted line marks tau = 0.8."""
+    from matplotlib.ticker import MaxNLocator
+
+    runs = list(dict.fromkeys(table["run"]))
+    fig, axes = _figure(1, 1, 5.2, 3.6 + 0.14 * -(-len(runs) // 3))    # room for the legend below
+    ax = axes[0, 0]
+    for run, color in zip(runs, _colors(len(runs))):
+        part = table[table["run"] == run]
+        ax.plot(part["epoch"], part["kendall"], "o-", color=color, ms=3, lw=1.6,
+                label=f"{run} ({part['n'].iat[0]} models)")
+        ax.fill_between(part["epoch"], part["kendall_lo"], part["kendall_hi"], color=color, alpha=0.18, lw=0)
+    ax.axhline(0.8, color="0.5", ls=":", lw=1)
+    low = np.nanmin(table["kendall_lo"].to_numpy(dtype=float), initial=0.0)
+    ax.set_ylim(-1.02 if low < 0 else 0, 1.02)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch k")
+    ax.set_ylabel("Kendall tau with final error")
+    ax.set_title("rank agreement of epoch k with the final epoch", fontsize=10)
+    ax.grid(alpha=0.3)
+    if runs:
+        ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    return fig
+
+
+def sample_size_figure(ks_table: pd.DataFrame, width_table: pd.DataFrame):
+    """Left: the share of subsamples of n models per run in which two runs separate (KS p < alpha).
+    Right: the width of the bootstrap interval of the best value with n models, relative to its
+    width with all of them, averaged over statistics (see dsd.analysis.samplesize)."""
+    pairs = list(dict.fromkeys(zip(ks_table["a"], ks_table["b"])))
+    fig, axes = _figure(1, 2, 4.6, 3.6 + 0.14 * -(-len(pairs) // 3))   # room for the legends below
+    left, right = axes[0]
+    for (a, b), color in zip(pairs, _colors(len(pairs))):
+        part = ks_table[(ks_table["a"] == a) & (ks_table["b"] == b)]
+        left.plot(part["n"], part["power"], "o-", color=color, ms=3, lw=1.4, label=f"{a} vs {b}")
+    if len(ks_table):
+        left.axhline(ks_table["alpha"].iat[0], color="0.5", ls=":", lw=1)
+    left.set_ylim(-0.02, 1.02)
+    left.set_ylabel("share of subsamples with KS p < alpha")
+    left.set_title("do two runs separate with n models?", fontsize=10)
+    relative = width_table.assign(relative=np.where(width_table["full_width"] > 0,
+                                                    width_table["width"] / width_table["full_width"], np.nan))
+    runs = list(dict.fromkeys(width_table["run"]))
+    for run, color in zip(runs, _colors(len(runs))):
+        mean = relative[relative["run"] == run].groupby("n")["relative"].mean()
+        right.plot(mean.index, mean.to_numpy(), "o-", color=color, ms=3, lw=1.4, label=run)
+    right.axhline(1.0, color="0.5", ls=":", lw=1)
+    right.set_ylabel("interval width / width with all models")
+    right.set_title("best-value interval width with n models", fontsize=10)
+    for ax, used in ((left, pairs), (right, runs)):
+        if used:
+            _plain_log(ax, "x")
+            ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+        ax.set_xlabel("models per run n")
+        ax.grid(alpha=0.3, which="both")
+    return fig

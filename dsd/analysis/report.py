@@ -15,10 +15,10 @@ import yaml
 
 from dsd import runfolder
 from dsd.analysis import plots
-from dsd.analysis.bootstrap import check_settings, model_statistics, trends
+from dsd.analysis.bootstrap import model_statistics
 from dsd.analysis.edf import check_bins, edf_curves, edf_table
+from dsd.analysis.findings import NARROW, Evidence, findings
 from dsd.errors import BadInput
-from dsd.analysis.fit import fit_runs
 from dsd.analysis.load import run_meta, run_names, run_path, scored, top_error
 from dsd.analysis.search import search_efficiency
 
@@ -67,14 +67,14 @@ def _edf_section(frame: pd.DataFrame, bins: int) -> str:
     return _section("Error distributions (EDF)", *parts)
 
 
-def _trends_section(frame: pd.DataFrame, samples: int, seed: int) -> str:
+def _trends_section(ev: Evidence) -> str:
     title = "Design trends (bootstrap of the best value)"
     try:
-        table = trends(frame, samples=samples, seed=seed)
+        table = ev.trends
     except BadInput as e:  # e.g. a single trained model: the rest of the report still says something
         return _section(title, _note(f"No trends: {e}."))
-    models = scored(frame)
-    parts = [_note(f"Empirical bootstrap: {samples} draws of 25% of the models with replacement; the "
+    frame, models = ev.frame, ev.models
+    parts = [_note(f"Empirical bootstrap: {ev.samples} draws of 25% of the models with replacement; the "
                    f"best model's value per draw; shaded: 95% interval, line: median."),
              _img(plots.trends_figure(models, model_statistics(models), table), "trends")]
     if len(run_names(frame)) > 1:
@@ -103,6 +103,52 @@ def _search_section(frame: pd.DataFrame) -> str:
                     _note("Expected minimum error of k models drawn at random (exact, from the sorted "
                           "errors); shaded: 25%-75% quantiles."),
                     _table(table, "search"))
+
+
+def _findings_section(ev: Evidence) -> str:
+    items = "".join(f"<li><b>{html.escape(f['kind'])}</b>: {html.escape(f['statement'])}</li>\n"
+                    for f in findings(ev))
+    return _section("Findings",
+                    _note(f"Each statement is made only when its test passes (KS at alpha = {ev.alpha:g} "
+                          f"divided by the number of pairs of runs; best ranges whose interval covers at most "
+                          f"{NARROW:.0%} of the values seen). `dsd findings --json` gives the evidence."),
+                    f'<ol id="findings">\n{items}</ol>' if items else _note("Nothing to state yet."))
+
+
+def _epochs_section(ev: Evidence) -> str:
+    from dsd.analysis.epochs import agreement_sentence
+
+    table = ev.agreement
+    if not len(table):
+        return _section("How many epochs", _note("No run has enough trained models with curves."))
+    sentences = [f"{name}: {s}." for name in run_names(ev.frame)
+                 if (s := agreement_sentence(table, name)) is not None]
+    return _section("How many epochs",
+                    _note("Rank agreement between each model's error after epoch k and its final error "
+                          "(Kendall tau-b and Spearman, 95% bootstrap intervals over models)."),
+                    *(_note(s) for s in sentences),
+                    _img(plots.epochs_figure(table), "rank agreement by epoch"), _table(table, "epochs"))
+
+
+def _sizes_section(ev: Evidence) -> str:
+    parts = [_note("Left: the share of random subsamples of n models per run in which KS separates two runs "
+                   f"(p < {ev.alpha:g}). Right: the width of each best-value bootstrap interval on n models, "
+                   "relative to its width on all models.")]
+    ks, widths = ev.ks_sizes, ev.widths
+    parts.append(_img(plots.sample_size_figure(ks, widths), "KS power and interval width by number of models"))
+    if len(ks):
+        parts.append(_table(ks, "sample-size"))
+    return _section("How many models", *parts)
+
+
+def _noise_section(ev: Evidence) -> str:
+    if not len(ev.noise):
+        return _section("Noise floor", _note("No copy run (make one with `dsd reseed RUN --n 10 --repeats 3` "
+                                             "and train it) : the seed-to-seed spread of error is not measured."))
+    return _section("Noise floor",
+                    _note("Seed-to-seed SD: pooled over the copies of each model (95% chi-square interval); "
+                          "model-to-model SD: across the source run's models."),
+                    _table(ev.noise, "noise"))
 
 
 def _models_section(frame: pd.DataFrame, count: int = 4) -> str:
@@ -136,22 +182,29 @@ def _plain_values(column: pd.Series):
     return values[0] if len(values) == 1 else values
 
 
+def _filter_note(frame: pd.DataFrame) -> list[str]:
+    said = [f"{label} {frame.attrs[key]}" for key, label in (("where", "models where"), ("split", "split by"))
+            if frame.attrs.get(key)]
+    said += [f"left out (nothing to analyse): {part}" for part in frame.attrs.get("empty", [])]
+    return [_note("Sub-populations: " + "; ".join(said) + ".")] if said else []
+
+
 def build_report(frame: pd.DataFrame, samples: int = 10_000, seed: int = 0, bins: int = 10) -> str:
     """The HTML text of the report for the runs in frame (each must have trained models).
 
     Bad options are refused up front: the trends section turns BadInput into a note, which is right
     for data too thin for trends but would hide a bad --samples."""
-    check_settings(samples)
     check_bins(bins)
+    ev = Evidence(frame, samples=samples, seed=seed)
     summary = edf_table(frame)
-    fits = fit_runs(frame, top=20)
     names = ", ".join(run_names(frame))
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = [f"<h1>dsd report: {html.escape(names)}</h1>",
             _note(f"Generated {when}. Errors are top-1 % on the evaluation set; diverged models count "
                   f"at chance-level error; failed and untrained models are left out."),
-            _section("Summary", _table(summary, "summary")),
-            _edf_section(frame, bins), _trends_section(frame, samples, seed), _fit_section(frame, fits),
+            *_filter_note(frame), _findings_section(ev), _section("Summary", _table(summary, "summary")),
+            _edf_section(frame, bins), _trends_section(ev), _fit_section(frame, ev.fits),
+            _epochs_section(ev), _sizes_section(ev), _noise_section(ev),
             _search_section(frame), _models_section(frame), _settings_section(frame)]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>dsd report: {html.escape(names)}</title><style>{STYLE}</style></head>\n<body>\n"

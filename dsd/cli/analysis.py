@@ -248,6 +248,34 @@ def search_efficiency(
 
 
 @app.command()
+def findings(
+    runs: Optional[List[Path]] = RUNS_ARG,
+    alpha: float = typer.Option(0.05, help="Chance of any false difference among the runs: each pair is tested at alpha / pairs."),
+    samples: int = typer.Option(10_000, help="Bootstrap repetitions for the best ranges."),
+    seed: int = typer.Option(0, min=0, help="Seed of the bootstrap and subsampling draws."),
+    where: Optional[str] = WHERE, split: Optional[str] = SPLIT,
+    json_out: bool = JSON,
+):
+    """What the runs' numbers support, each statement with its evidence and the threshold it passed:
+    which EDF is better (KS), the likely best range of each statistic where the bootstrap interval is
+    narrow, e_fit of the best models, whether the epochs and the number of models sufficed, and the
+    noise floor measured by `dsd reseed` runs.
+
+    Example: dsd findings runs/xa runs/xb runs/xa-reseed --json
+    """
+    from dsd.analysis.findings import Evidence, check_alpha, findings as find
+
+    check_alpha(alpha)
+    _, frame = _load(runs, None, where, split)
+    found = find(Evidence(frame, samples=samples, seed=seed, alpha=alpha))
+    if json_out:
+        emit_json({"findings": found})
+        return
+    for i, f in enumerate(found, 1):
+        print(f"{i}. [{f['kind']}] {f['statement']}")
+
+
+@app.command()
 def report(
     runs: Optional[List[Path]] = RUNS_ARG,
     out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default: FIRST_RUN/report.html)."),

@@ -1,13 +1,14 @@
-"""Design commands: `dsd spaces`, `dsd sample`, `dsd describe`. None of them imports torch."""
+"""Design commands: `dsd spaces`, `dsd sample`, `dsd describe`, `dsd reseed`. None of them imports torch."""
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from dsd.cli.common import JSON, app, emit_json, say
+from dsd.cli.common import JSON, app, emit_json, say, warn_mixed_settings
 from dsd.errors import BadInput
 
 
@@ -238,5 +239,65 @@ def _spec_from_run(run: Path, model_id: int):
     table = read_models(run)
     ids = table.column("model_id").to_pylist()
     if model_id not in ids:
-        raise BadInput(f"{run}: no model with id {model_id} (ids 0..{len(ids) - 1})")
+        raise BadInput(f"{run}: no model with id {model_id} (ids {min(ids)}..{max(ids)})")
     return spec_from_row(table.slice(ids.index(model_id), 1).to_pylist()[0])
+
+
+@app.command()
+def reseed(
+    run: Path = typer.Argument(..., help="A run folder with trained models."),
+    n: int = typer.Option(10, "--n", help="Number of trained models to copy, picked at random."),
+    repeats: int = typer.Option(3, "--repeats", help="Copies of each model."),
+    seed: int = typer.Option(0, help="Seed of the random pick."),
+    out: Optional[Path] = typer.Option(None, help="The copy run's folder (default: RUN-reseed beside RUN)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary only."),
+):
+    """Copy N trained models of a run REPEATS times each into a new run, to train them again with other
+    seeds: how much a model's error moves with the seed alone is the noise floor of every comparison.
+
+    The copies get new model ids (so new training seeds) and must be trained with the settings the
+    originals had: the command to do that is printed.
+
+    \b
+    Examples:
+      dsd reseed runs/xa                            # 10 models x 3 copies -> runs/xa-reseed
+      dsd reseed runs/xa --n 20 --repeats 4 --out runs/xa-noise
+    """
+    from dsd.runfolder.copies import reseed as make_copies, source_settings
+
+    made = make_copies(run, n, repeats, seed=seed, out=out)
+    settings = source_settings(made)
+    command = f"dsd train {shlex.quote(str(made.run))} {_train_options(settings)}".rstrip()
+    if json_out:
+        emit_json({"run": str(made.run), "source": str(made.source), "models": list(made.model_ids),
+                   "repeats": made.repeats, "copy_ids": list(made.copy_ids), "unchanged": made.unchanged,
+                   "settings": settings, "train": command})
+    if made.unchanged:
+        say(f"{made.run}: already made with these arguments; nothing to do")
+    else:
+        say(f"copied {len(made.model_ids)} trained models of {made.source} {made.repeats} times each -> {made.run} "
+            f"({len(made.copy_ids)} models, ids {made.copy_ids[0]}..{made.copy_ids[-1]})")
+    warn_mixed_settings(str(made.source), {c: v for c, v in settings.items() if len(v) > 1})
+    say(f"train the copies as {made.source}'s models were trained (same data, epochs, lr, ...), so that only "
+        f"the seed differs:")
+    say(f"next: {command}")
+
+
+# `dsd train` options of the result columns dsd.runfolder.SETTING_COLUMNS
+TRAIN_OPTIONS = {"dataset": "--dataset", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
+                 "wd": "--wd", "warmup_epochs": "--warmup-epochs", "train_images": "--train-images",
+                 "eval_images": "--eval-images"}
+
+
+def _train_options(settings: dict[str, list]) -> str:
+    """`dsd train` options giving each setting its one known value (left out when unknown or mixed)."""
+    words = []
+    for column, values in settings.items():
+        if len(values) != 1 or values[0] is None:
+            continue
+        value = values[0]
+        if column == "zero_init_residual":
+            words.append("--zero-init-residual" if value else "--no-zero-init-residual")
+        else:
+            words += [TRAIN_OPTIONS[column], str(value)]  # str: a float's shortest exact form
+    return " ".join(shlex.quote(w) for w in words)

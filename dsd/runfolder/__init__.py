@@ -2,7 +2,8 @@
 paths and file formats.
 
     RUN/run.yaml               resolved space, regime (with its training protocol), seed, n, dsd version
-    RUN/models.parquet         one row per sampled model (MODEL_SCHEMA; dsd.design.spec makes the rows)
+    RUN/models.parquet         one row per sampled model (MODEL_SCHEMA; dsd.design.spec makes the rows),
+                               or per copy of another run's model (source_run, source_model_id; copies.py)
     RUN/results/ID.parquet     one row per finished model (RESULT_SCHEMA), written atomically
     RUN/claims/ID              a model being trained, and by whom (claims.py)
     RUN/checkpoints/ID.pt      the training state of an unfinished model after its last epoch
@@ -10,23 +11,27 @@ paths and file formats.
     RUN/fits.parquet           quantized linear fits (FITS_SCHEMA), written by `dsd fit-linear`
 
 files.py holds the names, schemas, reads and atomic writes; claims.py who trains what; status.py the
-counts `dsd status` shows. Nothing here imports torch, so `dsd sample` and `dsd status` start fast.
+counts `dsd status` shows; copies.py runs of copies of chosen models (`dsd reseed`). Nothing here
+imports torch, so `dsd sample` and `dsd status` start fast.
 """
 from dsd.runfolder.claims import HEARTBEAT_S, claim, claim_path, live_claims, refresh, release
+from dsd.runfolder.copies import CopyRun, copy_models, done_models, reseed, reseed_folder, source_settings
 from dsd.runfolder.files import (
     CHECKPOINTS_DIR, CLAIMS_DIR, FITS_FILE, FITS_SCHEMA, MODEL_SCHEMA, MODELS_FILE, RESULT_SCHEMA, RESULTS_DIR,
     RUN_FILE, RUNS_ROOT, SETTING_COLUMNS, STATUSES, WEIGHTS_DIR, check_result, check_run_folder, checkpoint_path,
-    describe_run, find_runs, is_run, mixed_settings, read_meta, read_models, read_regime, read_results,
-    read_table, remove_orphans, require_run, result_path, weights_path, write_atomic, write_fits,
-    write_parquet, write_result, write_run,
+    describe_run, find_runs, is_run, meta_differences, mixed_settings, read_meta, read_models, read_regime,
+    read_results, read_table, remove_orphans, require_run, result_path, setting_value, source_folder,
+    trained_settings, weights_path, write_atomic, write_fits, write_parquet, write_result, write_run,
 )
 from dsd.runfolder.status import run_status
 
 __all__ = [
     "CHECKPOINTS_DIR", "CLAIMS_DIR", "FITS_FILE", "FITS_SCHEMA", "HEARTBEAT_S", "MODEL_SCHEMA", "MODELS_FILE",
-    "RESULT_SCHEMA", "RESULTS_DIR", "RUN_FILE", "RUNS_ROOT", "SETTING_COLUMNS", "STATUSES", "WEIGHTS_DIR", "check_result",
-    "check_run_folder", "checkpoint_path", "claim", "claim_path", "describe_run", "find_runs", "is_run", "live_claims",
-    "mixed_settings", "read_meta", "read_models", "read_regime", "read_results", "read_table", "refresh",
-    "release", "remove_orphans", "require_run", "result_path", "run_status", "weights_path", "write_atomic",
-    "write_fits", "write_parquet", "write_result", "write_run",
+    "RESULT_SCHEMA", "RESULTS_DIR", "RUN_FILE", "RUNS_ROOT", "SETTING_COLUMNS", "STATUSES", "WEIGHTS_DIR", "CopyRun",
+    "check_result", "check_run_folder", "checkpoint_path", "claim", "claim_path", "copy_models", "describe_run",
+    "done_models", "find_runs", "is_run", "live_claims", "meta_differences", "mixed_settings", "read_meta",
+    "read_models", "read_regime", "read_results", "read_table", "refresh", "release", "remove_orphans",
+    "require_run", "reseed", "reseed_folder", "result_path", "run_status", "setting_value", "source_folder",
+    "source_settings", "trained_settings", "weights_path", "write_atomic", "write_fits", "write_parquet",
+    "write_result", "write_run",
 ]

@@ -35,6 +35,10 @@ MODEL_SCHEMA = pa.schema([
     ("w0", pa.float64()), ("wa", pa.float64()), ("wm", pa.float64()),
     ("resolution", pa.int64()), ("in_channels", pa.int64()), ("num_classes", pa.int64()),
     ("flops", pa.int64()), ("params", pa.int64()), ("acts", pa.int64()),
+    # a copy of another run's model (dsd.runfolder.copies), null for a sampled one: the source run
+    # folder's path relative to this run's folder (so it survives moving runs/ or changing directory;
+    # source_folder resolves it) and the model's id there
+    ("source_run", pa.string()), ("source_model_id", pa.int64()),
 ])
 
 RESULT_SCHEMA = pa.schema([
@@ -54,8 +58,9 @@ FITS_SCHEMA = pa.schema([
     ("e_fit", pa.float64()), ("linear_w0", pa.float64()), ("linear_wa", pa.float64()),
 ])
 
-# result columns added after the first release: files written before read them as null
+# columns added after the first release: files written before read them as null
 RESULT_COLUMNS_ADDED = ("warmup_epochs", "zero_init_residual")
+MODEL_COLUMNS_ADDED = ("source_run", "source_model_id")
 
 STATUSES = ("done", "failed", "diverged")
 
@@ -105,7 +110,8 @@ def _parquet(path: Path, read):
 
 
 def _require_columns(path: Path, names: list[str], schema: pa.Schema) -> None:
-    missing = [n for n in schema.names if n not in names and n not in RESULT_COLUMNS_ADDED]
+    added = RESULT_COLUMNS_ADDED + MODEL_COLUMNS_ADDED
+    missing = [n for n in schema.names if n not in names and n not in added]
     if missing:
         raise BadInput(f"{path}: missing columns {', '.join(missing)}")
 
@@ -119,7 +125,20 @@ def read_table(path: Path, schema: pa.Schema | None = None) -> pa.Table:
 
 
 def read_models(run: Path) -> pa.Table:
-    return read_table(require_run(run) / MODELS_FILE, MODEL_SCHEMA)
+    """models.parquet, with the columns added since it was written (MODEL_COLUMNS_ADDED) as nulls, so
+    that every reader sees the same columns."""
+    table = read_table(require_run(run) / MODELS_FILE, MODEL_SCHEMA)
+    for name in MODEL_COLUMNS_ADDED:
+        if name not in table.column_names:
+            field = MODEL_SCHEMA.field(name)
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table
+
+
+def source_folder(run: Path, source_run: str) -> Path:
+    """The source run folder of a copied model: its source_run (relative to the copy's run folder, or
+    absolute) joined to the copy's folder and normalized (runs/xa-reseed + ../xa -> runs/xa)."""
+    return Path(os.path.normpath(Path(run) / source_run))
 
 
 def check_result(path: Path) -> None:
@@ -191,17 +210,23 @@ SETTING_COLUMNS = ("dataset", "epochs", "batch_size", "lr", "wd", "warmup_epochs
                    "train_images", "eval_images")
 
 
+def setting_value(v):
+    """A setting as compared: a missing value reads as None from Parquet, NaN from a DataFrame."""
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def trained_settings(results: list[dict]) -> dict[str, list]:
+    """The training settings of the finished models among results: {column: distinct values}."""
+    done = [r for r in results if r.get("status") == "done"]
+    return {c: sorted({setting_value(r.get(c)) for r in done}, key=str) for c in SETTING_COLUMNS}
+
+
 def mixed_settings(results: list[dict]) -> dict[str, list]:
     """The training settings on which a run's finished models differ: {column: distinct values}.
 
     Models trained under other settings (another data set, more epochs, ...) are not comparable, and
     the statistics would pool them; callers warn."""
-    def value(v):  # a missing value reads as None from Parquet, NaN from a DataFrame
-        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-
-    done = [r for r in results if r.get("status") == "done"]
-    values = {c: sorted({value(r.get(c)) for r in done}, key=str) for c in SETTING_COLUMNS}
-    return {c: v for c, v in values.items() if len(v) > 1}
+    return {c: v for c, v in trained_settings(results).items() if len(v) > 1}
 
 
 def write_atomic(path: Path, write) -> None:
@@ -276,6 +301,12 @@ def _differences(old, new, prefix: str = "") -> list[str]:
         key = f"{prefix}.{k}" if prefix else str(k)
         found += _differences(old.get(k), new.get(k), key) if (k in old) == (k in new) else [key]
     return found
+
+
+def meta_differences(old: dict, new: dict) -> list[str]:
+    """Dotted keys on which two run descriptions differ in what determines the models (not n, not the
+    version): empty when they describe the same run."""
+    return _differences(_comparable(old), _comparable(new))
 
 
 def check_run_folder(folder: Path, meta: dict, force: bool) -> str:

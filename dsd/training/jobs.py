@@ -61,7 +61,7 @@ def plan(run, settings: TrainSettings, ids: list[int] | None = None, retry_faile
     if ids:
         unknown = sorted(set(ids) - rows.keys())
         if unknown:
-            raise BadInput(f"{run}: no model with id {', '.join(map(str, unknown))} (ids are 0..{len(rows) - 1})")
+            raise BadInput(f"{run}: no model with id {', '.join(map(str, unknown))} (ids are {min(rows)}..{max(rows)})")
     chosen = [rows[i] for i in ids] if ids else list(rows.values())
     return [Job(str(run), r["model_id"], spec_from_row(r), settings) for r in chosen
             if needs_training(run, r["model_id"], retry_failed)]
