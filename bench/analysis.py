@@ -4,7 +4,8 @@
 
 The targets (compute only, on a 2-core machine): `dsd trends` with 10^4 bootstrap repetitions on
 n = 500 for all statistics <= 1 s; `dsd edf` on 10^5 models <= 1 s; `dsd fit-linear --all` on 500
-models <= 30 s. Reading the run folder (one Parquet file per result) and drawing figures are timed
+models <= 30 s; the report with every section (findings, epochs, sample size included) on 7 runs x 500
+models <= 30 s, figures included. Reading the run folder (one Parquet file per result) and drawing figures are timed
 separately: they are not part of those targets.
 """
 from __future__ import annotations
@@ -23,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from synthetic_runs import anynet_rows, regnet_rows, write_run  # noqa: E402
 
-from dsd.analysis import bootstrap, edf, fit, plots, search  # noqa: E402
+from dsd.analysis import bootstrap, edf, epochs, fit, plots, report, samplesize, search  # noqa: E402
+from dsd.analysis.findings import Evidence, findings  # noqa: E402
 from dsd.analysis.load import load_runs  # noqa: E402
 
 
@@ -44,6 +46,31 @@ def scaled(frame: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFram
     big["err"] = rng.normal(25, 4, n)
     big.attrs = frame.attrs
     return big
+
+
+def study_rows(rng: np.random.Generator) -> list[tuple[str, str, float]]:
+    """The statistics of issue 11 and the whole report on 7 runs x 500 models with 10-epoch curves."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for k in range(7):
+            rows = anynet_rows(500, rng) if k % 2 else regnet_rows(500, rng)
+            final = rng.normal(25 - k * 0.3, 3, 500)
+            curves = [np.linspace(80, e, 10) + np.r_[rng.normal(0, 3, 9), 0] for e in final]
+            paths.append(write_run(Path(tmp) / f"run{k}", rows, errors=final, curves=curves, epochs=10))
+        frame = load_runs(paths)
+        html = Path(tmp) / "report.html"
+        return [
+            ("epoch rank agreement: 7 runs x 500 models x 10 epochs, 1000 bootstrap reps", "-",
+             timed(lambda: epochs.rank_agreement(frame), 1)),
+            ("sample size: KS power, 21 pairs x 6 sizes x 200 subsamples", "-",
+             timed(lambda: samplesize.ks_by_size(frame), 1)),
+            ("sample size: interval widths, 7 runs, all statistics", "-",
+             timed(lambda: samplesize.width_by_size(frame), 1)),
+            ("findings (every kind), 7 runs x 500 models", "-",
+             timed(lambda: findings(Evidence(frame)), 1)),
+            ("report, every section with figures, 7 runs x 500 models", "30 s",
+             timed(lambda: report.write_report(frame, html), 1)),
+        ]
 
 
 def main() -> None:
@@ -77,6 +104,8 @@ def main() -> None:
     stats = bootstrap.model_statistics(xa)
     rows.append(("trends figure (PNG, all statistics, n=500)", "-",
                  timed(lambda: plots.png_bytes(plots.trends_figure(xa, stats, table)), 1)))
+
+    rows += study_rows(rng)
 
     cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     print(f"analysis timings on {cpu}, Python {platform.python_version()}, numpy {np.__version__}\n")

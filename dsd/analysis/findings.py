@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import stats
 
 from dsd.analysis.load import run_names, scored
+from dsd.analysis.noise import within_noise
 from dsd.errors import BadInput
 
 ALPHA = 0.05
@@ -149,7 +150,7 @@ def edf_findings(ev: Evidence) -> list[dict]:
                                runs=[a, b], **common))
             continue
         sd = noise_sd(ev, (a, b))
-        within = sd is not None and m_worse - m_better < sd
+        within = sd is not None and within_noise(m_worse - m_better, sd)
         text = (f"{better} is better than {worse}: median error {m_better:.1f}% against {m_worse:.1f}% "
                 f"({test_text} < {threshold}).")
         if within:

@@ -153,7 +153,7 @@ def separation_sentence(table: pd.DataFrame, a: str, b: str, power: float = 0.8)
     weak = np.flatnonzero(powers < power)
     if not len(weak) or weak[-1] < len(part) - 1:
         n = part["n"].iat[weak[-1] + 1 if len(weak) else 0]
-        return (f"{a} and {b} separate (KS p < {alpha:g} in at least {100 * power:g}% of subsamples) "
+        return (f"{a} and {b} separate (KS p < {alpha:.2g} in at least {100 * power:g}% of subsamples) "
                 f"from n = {n} models per run")
     return (f"{a} and {b} do not separate reliably at any n up to {part['n'].iat[-1]} "
             f"(power {powers[-1]:.2f} at n = {part['n'].iat[-1]})")

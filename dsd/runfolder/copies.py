@@ -156,10 +156,10 @@ def reseed(source: Path, n: int, repeats: int, seed: int = 0, out: Path | None =
     found = existing_copies(out, meta)
     if found is not None:
         return found
-    _check_new_folder(out, source, meta)
     done = done_models(source)
     if len(done) < n:
         raise BadInput(f"{source} has {len(done)} trained model{'s' * (len(done) != 1)}; --n {n} asks for more")
+    _check_new_folder(out, source, meta)
     picked = sorted(int(i) for i in np.random.default_rng(seed).choice(done, size=n, replace=False))
     return copy_models(source, picked, repeats, out, reason)
 
