@@ -23,11 +23,12 @@ from dsd.design.sampler import check_count, regime_for, sample
 from dsd.design.spaces import Space, load_space
 from dsd.design.spec import ModelSpec, make_spec
 from dsd.errors import BadInput
+from dsd.version import __version__
 from dsd.runfolder import run_status
 
 __all__ = ["BadInput", "ModelSpec", "SampledRun", "complexity", "edf_table", "findings", "fit_runs", "get_regime",
            "ks_by_size", "load_runs", "load_space", "make_spec", "noise_floor", "rank_agreement", "reseed_run",
-           "run_status", "sample_run", "search_efficiency", "train_runs", "trends", "write_report"]
+           "run_status", "sample_run", "sample_series", "search_efficiency", "train_runs", "time_models", "trends", "write_report", "zoo_run"]
 
 
 @dataclass(frozen=True)
@@ -59,16 +60,83 @@ def sample_run(space: str | Path, n: int, *, regime: str | None = None, seed: in
     sp = load_space(space)
     rg = with_overrides(regime_for(sp, get_regime(regime or sp.regime or "imagenet")), flops, params, acts)
     folder = Path(out) if out is not None else runfolder.RUNS_ROOT / sp.short
-    meta = runfolder.describe_run(sp, rg, seed, n)
+    made, write = _sample_into(folder, runfolder.describe_run(sp, rg, seed, n), sp, rg, n, seed, force)
+    if write is not None:
+        write()
+    return made
+
+
+def _sample_into(folder: Path, meta: dict, sp: Space, rg: Regime, n: int, seed: int, force: bool):
+    """Check folder against meta and draw its models, writing nothing: (SampledRun, write), where
+    write() writes the run, or is None when the folder already holds this sample."""
     action = runfolder.check_run_folder(folder, meta, force)
     if action == "same":
         runfolder.read_models(folder)  # a corrupt models file is not "already sampled": name it
-        return SampledRun(folder, sp, rg, n, seed, unchanged=True)
+        return SampledRun(folder, sp, rg, n, seed, unchanged=True), None
     t = time.perf_counter()
     drawn = sample(sp, rg, n, seed)
-    seconds = time.perf_counter() - t
-    runfolder.write_run(folder, meta, drawn.rows, replace=action == "replace")
-    return SampledRun(folder, sp, rg, n, seed, drawn.draws, drawn.duplicates, seconds)
+    made = SampledRun(folder, sp, rg, n, seed, drawn.draws, drawn.duplicates, time.perf_counter() - t)
+    return made, lambda: runfolder.write_run(folder, meta, drawn.rows, replace=action == "replace")
+
+
+def sample_series(space: str | Path, n: int, targets, *, regime: str | None = None, seed: int = 0,
+                  params: str | None = None, acts: str | None = None, root: Path | None = None,
+                  force: bool = False) -> list[SampledRun]:
+    """Sample n models of a space once per flops target F (["200M", 1.6e9] or "200M,1.6G"), each into the
+    band [0.9 F, F]: the paper's flop-regime studies. Runs go to ROOT/SHORT-F (default runs/regnetx-200mf,
+    runs/regnetx-1.6gf), in target order; params / acts apply to every run, as in sample_run.
+
+    Each run.yaml records `series: {name: SHORT, targets: [...], target: F}`, which analysis reads to
+    draw trends across the series (dsd.analysis.series). Every target and folder is checked, and every
+    run drawn, before any is written; runs already sampled so are left as they are.
+    """
+    from dataclasses import replace
+
+    from dsd.analysis.series import band, parse_targets, run_name
+
+    check_count(n)
+    sp = load_space(space)
+    base = with_overrides(regime_for(sp, get_regime(regime or sp.regime or "imagenet")), None, params, acts)
+    values = parse_targets(targets)
+    count = [int(v) if v.is_integer() else v for v in values]  # run.yaml: 200000000, not 200000000.0
+    root = Path(root) if root is not None else runfolder.RUNS_ROOT
+    planned = []
+    for value, target in zip(values, count):
+        rg, name = replace(base, flops=band(value)), run_name(sp.short, value)
+        meta = {**runfolder.describe_run(sp, rg, seed, n), "name": name,
+                "series": {"name": sp.short, "targets": count, "target": target}}
+        planned.append(_sample_into(root / name, meta, sp, rg, n, seed, force))
+    for _, write in planned:
+        if write is not None:
+            write()
+    return [made for made, _ in planned]
+
+
+def zoo_run(out: Path, models: list[str] | None = None, *, regime: str = "imagenet", repeats: int = 1,
+            force: bool = False) -> Path:
+    """A run of published RegNet zoo models (default: all 24) under a regime, `repeats` of each, to train
+    under a study's protocol and compare with the paper's errors. The same arguments again change
+    nothing; a folder made otherwise is refused unless force (which replaces it and its results)."""
+    from dsd.design.zoo import zoo, zoo_model, zoo_rows
+
+    names = [zoo_model(n).name for n in models] if models else [m.name for m in zoo()]
+    rg = get_regime(regime)
+    rows = zoo_rows(names, rg, repeats)
+    meta = {"name": Path(out).name, "space": "zoo", "regime": rg.as_dict(), "seed": 0, "n": len(rows),
+            "zoo": {"models": names, "repeats": repeats}, "dsd_version": __version__}
+    action = runfolder.check_run_folder(Path(out), meta, force)
+    if action != "same":
+        runfolder.write_run(Path(out), meta, rows, replace=action == "replace")
+    return Path(out)
+
+
+def time_models(runs=None, *, ids: list[int] | None = None, on_model=None, **options) -> dict:
+    """Measure each model's inference and training-step time on a device into RUN/timings.parquet
+    (dsd.training.timing; options: device, batch, repeats, warmup, threads). The analysis then has
+    infer_ms and train_ms as statistics like flops."""
+    from dsd.training.timing import time_runs
+
+    return time_runs(runfolder.find_runs(runs), ids=ids, on_model=on_model, **options)
 
 
 def reseed_run(run: Path, n: int = 10, repeats: int = 3, *, seed: int = 0, out: Path | None = None):

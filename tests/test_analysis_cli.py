@@ -63,7 +63,7 @@ def test_figures_by_extension(runs, tmp_path):
         code, _, err = dsd(command, a, b, "--out", path, *extra)
         assert code == 0, err
         assert path.read_bytes()[:len(magic)] == magic
-    assert (tmp_path / "t_across.png").exists()  # the trend of the best range across the two runs
+    assert not (tmp_path / "t_across.png").exists()  # unrelated runs: no across figure (tests/test_series.py)
 
 
 def test_no_runs_given_uses_every_run_under_runs(runs, monkeypatch):
@@ -169,7 +169,7 @@ def test_json_names_the_figure(runs, tmp_path):
         assert result["figure"] == str(path) and path.exists() and result[key]
         code, out, err = dsd(command, a, "--json", *extra)
         assert code == 0 and json.loads(out)["figure"] is None, err
-    assert result["figure_across"] == str(tmp_path / "trends_across.svg")
+    assert result["figure_across"] is None  # unrelated runs: no across figure
 
 
 def test_entry_point_exit_code_and_help(tmp_path):

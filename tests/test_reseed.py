@@ -159,7 +159,7 @@ def test_reseed_picks_by_seed_among_done_models(source, tmp_path):
     assert all(set(p) <= {0, 1, 2, 3, 4, 5, 6, 7, 11} for p in picks.values())
     assert picks[0] == store.reseed(source, 5, 1, seed=0, out=tmp_path / "again").model_ids
     assert store.reseed(source, 9, 1, out=tmp_path / "all").model_ids == (0, 1, 2, 3, 4, 5, 6, 7, 11)
-    assert store.reseed_folder(Path("runs/xa")) == Path("runs/xa-reseed")
+    assert store.beside(Path("runs/xa"), "reseed") == Path("runs/xa-reseed")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -169,8 +169,8 @@ def test_reseed_picks_by_seed_among_done_models(source, tmp_path):
     (["runs/none"], "error: runs/none: no such run folder"),
     (["runs", "--n", "2"], "error: runs: not a run folder"),
     (["runs/xa", "--seed", "-1"], "error: --seed must be >= 0, got -1"),
-    (["runs/xa", "--out", "runs/xa/copies"], "error: --out runs/xa/copies: inside the source run runs/xa"),
-    (["runs/xa", "--out", "notes.txt"], "error: notes.txt exists and is not a run folder"),
+    (["runs/xa", "--n", "2", "--out", "runs/xa/copies"], "error: --out runs/xa/copies: inside the source run runs/xa"),
+    (["runs/xa", "--n", "2", "--out", "notes.txt"], "error: notes.txt exists and is not a run folder"),
 ])
 def test_reseed_refusals_exit_2_with_one_line_and_write_nothing(source, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dsd.errors import BadInput
-from dsd.analysis.load import run_names, scored
+from dsd.analysis.load import TIMING_COLUMNS, run_names, scored
 
 STAGE_STATS = {"d": "depths", "w": "widths", "b": "bottleneck_ratios", "g": "group_widths"}
 ALIASES = {"depth": "d"}
@@ -32,7 +32,8 @@ def stage_matrix(column: pd.Series) -> np.ndarray:
 
 def model_statistics(frame: pd.DataFrame) -> pd.DataFrame:
     """Per model: d1.. w1.. b1.. g1.. (per stage), d (total depth), w_sum (sum of stage widths),
-    w0, wa, wm (RegNet rows), flops, params, acts. Columns that no model has are left out."""
+    w0, wa, wm (RegNet rows), flops, params, acts, and infer_ms, train_ms for timed runs (`dsd time`).
+    Columns that no model has are left out."""
     columns = {}
     for prefix, source in STAGE_STATS.items():
         matrix = stage_matrix(frame[source])
@@ -40,7 +41,7 @@ def model_statistics(frame: pd.DataFrame) -> pd.DataFrame:
             columns[f"{prefix}{i + 1}"] = matrix[:, i]
     columns["d"] = frame["depth"].to_numpy(dtype=float)
     columns["w_sum"] = stage_matrix(frame["widths"]).sum(axis=1) if len(frame) else np.zeros(0)
-    for name in ("w0", "wa", "wm", "flops", "params", "acts"):
+    for name in ("w0", "wa", "wm", "flops", "params", "acts", *(c for c in TIMING_COLUMNS if c in frame)):
         columns[name] = frame[name].to_numpy(dtype=float)
     stats = pd.DataFrame(columns, index=frame.index)
     return stats.loc[:, stats.notna().any()]

@@ -13,7 +13,7 @@ from scipy import stats
 from dsd.errors import BadInput
 from dsd.analysis.load import run_names, scored, status_counts
 
-NORMALIZE = ("flops", "params", "acts")
+NORMALIZE = ("flops", "params", "acts", "infer_ms", "train_ms")  # the last two once runs are timed (`dsd time`)
 
 
 def edf(errors, at, weights=None) -> np.ndarray:
@@ -84,6 +84,8 @@ def run_weights(frame: pd.DataFrame, normalize: str | None, bins: int) -> np.nda
         return 1.0 / frame.groupby("run")["err"].transform("size").to_numpy()
     if normalize not in NORMALIZE:
         raise BadInput(f"--normalize {normalize}: choose one of {', '.join(NORMALIZE)}")
+    if normalize not in frame or frame[normalize].isna().any():
+        raise BadInput(f"--normalize {normalize}: not every trained model has it (time the runs with `dsd time`)")
     values = frame[normalize].to_numpy(dtype=float)
     edges = bin_edges(values, bins)
     weights = np.empty(len(frame))

@@ -5,6 +5,10 @@ any. Models without a result keep status "untrained", so partial runs load. The 
 the run, and `err` is the error the statistics use: the error of a done model, chance-level error
 for a diverged one (a diverged model is a bad model, not a missing one), NaN for failed and
 untrained models.
+
+A run timed by `dsd time` also gets its RUN/timings.parquet: infer_ms and train_ms (milliseconds per
+batch of timing_batch images, on timing_device: per batch, as the paper's zoo reports "ms for 64
+images"), statistics like flops. A run never timed gets no such columns.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from dsd.runfolder.status import chance_error
 
 UNTRAINED = "untrained"
 STATUS_ORDER = ("done", "diverged", "failed", UNTRAINED)
+TIMING_COLUMNS = ("infer_ms", "train_ms")
 LIST_COLUMNS = ("depths", "widths", "bottleneck_ratios", "group_widths", "strides", "error_curve",
                 "loss_curve")
 
@@ -39,6 +44,9 @@ def load_run(run: Path) -> pd.DataFrame:
     if models["model_id"].duplicated().any():
         raise BadInput(f"{run / runfolder.MODELS_FILE}: duplicate model ids")
     frame = models.merge(results, on="model_id", how="left")
+    timed = timings(run)
+    if not timed.empty:
+        frame = frame.merge(timed, on="model_id", how="left")
     frame["status"] = frame["status"].fillna(UNTRAINED)
     diverged = (frame["status"] == "diverged").to_numpy()
     done = (frame["status"] == "done").to_numpy()
@@ -47,6 +55,13 @@ def load_run(run: Path) -> pd.DataFrame:
     frame.insert(0, "run", run_name(run))
     frame.attrs = {"runs": {run_name(run): {"path": str(run), "meta": meta}}}
     return frame
+
+
+def timings(run: Path) -> pd.DataFrame:
+    """A run's timings as the frame's columns (see the module docstring); empty when never timed."""
+    t = runfolder.read_timings(run).to_pandas()
+    return pd.DataFrame({"model_id": t["model_id"], "infer_ms": 1e3 * t["infer_s"], "train_ms": 1e3 * t["train_s"],
+                         "timing_batch": t["batch"], "timing_device": t["device"]})
 
 
 def load_runs(runs) -> pd.DataFrame:

@@ -144,24 +144,31 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.2e}"
 
 
-def trends_across_runs_figure(table: pd.DataFrame, run_flops: dict, cols: int = 5):
-    """Per statistic, the best range (median and 95% interval) of each run against the run's median
-    flops: how the good region moves with complexity (e.g. across flop regimes)."""
+def trends_across_runs_figure(table: pd.DataFrame, series: dict[str, dict[str, float]], cols: int = 5):
+    """Per statistic, the best range (median and 95% interval) of each run of a flop-regime series
+    against the series' flops targets: how the good region moves with complexity (the RegNet paper's
+    Fig. 11). series: {name: {run: target}} (dsd.analysis.series.series_runs), one color per series."""
+    from dsd.analysis.series import flops_label
+
     names = list(dict.fromkeys(table["stat"]))
     rows = -(-len(names) // cols)
     fig, axes = _figure(rows, min(cols, len(names)), 3.0, 2.5)
+    targets = sorted({t for runs in series.values() for t in runs.values()})
     for ax, name in zip(axes.ravel(), names):
-        part = table[table["stat"] == name]
-        x = np.array([run_flops[r] for r in part["run"]], dtype=float)
-        order = np.argsort(x)
-        med, lo, hi = (part[c].to_numpy()[order] for c in ("median", "lo", "hi"))
-        ax.errorbar(x[order], med, yerr=[med - lo, hi - med], fmt="o-", capsize=3, lw=1.2, ms=4)
-        for xi, yi, run in zip(x[order], med, part["run"].to_numpy()[order]):
-            ax.annotate(run, (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=7)
-        _maybe_log(ax, x)
-        ax.set_xlabel("flops (median of run)")
+        for (label, runs), color in zip(series.items(), _colors(len(series))):
+            part = table[table["stat"] == name].set_index("run").reindex(list(runs)).dropna(subset=["median"])
+            x = np.array([runs[r] for r in part.index], dtype=float)
+            med, lo, hi = (part[c].to_numpy() for c in ("median", "lo", "hi"))
+            ax.errorbar(x, med, yerr=[med - lo, hi - med], fmt="o-", capsize=3, lw=1.2, ms=4, color=color,
+                        label=label)
+        ax.set_xscale("log")
+        ax.set_xticks(targets, [flops_label(t) for t in targets], fontsize=7, rotation=30)
+        ax.minorticks_off()
+        ax.set_xlabel("flops regime")
         ax.set_ylabel(f"best {name}")
         ax.grid(alpha=0.3)
+    if len(series) > 1:
+        axes.ravel()[0].legend(fontsize=7)
     _hide_unused(axes, len(names))
     return fig
 

@@ -68,6 +68,8 @@ def _edf_section(frame: pd.DataFrame, bins: int) -> str:
 
 
 def _trends_section(ev: Evidence) -> str:
+    from dsd.analysis.series import series_runs
+
     title = "Design trends (bootstrap of the best value)"
     try:
         table = ev.trends
@@ -77,9 +79,12 @@ def _trends_section(ev: Evidence) -> str:
     parts = [_note(f"Empirical bootstrap: {ev.samples} draws of 25% of the models with replacement; the "
                    f"best model's value per draw; shaded: 95% interval, line: median."),
              _img(plots.trends_figure(models, model_statistics(models), table), "trends")]
-    if len(run_names(frame)) > 1:
-        flops = models.groupby("run")["flops"].median().to_dict()
-        parts.append(_img(plots.trends_across_runs_figure(table, flops), "trends across runs"))
+    series = series_runs(frame)  # across runs only along a flop-regime series: elsewhere it means nothing
+    if series:
+        parts.append(_img(plots.trends_across_runs_figure(table, series), "trends across runs"))
+    elif len(run_names(frame)) > 1:
+        parts.append(_note("No figure across runs: it is drawn for the runs of a flop-regime series "
+                           "(`dsd sample --flops-targets`) alone."))
     parts.append(_table(table, "trends"))
     return _section(title, *parts)
 
@@ -134,7 +139,13 @@ def _sizes_section(ev: Evidence) -> str:
     parts = [_note("Left: the share of random subsamples of n models per run in which KS separates two runs "
                    f"(p < {ev.alpha:g}). Right: the width of each best-value bootstrap interval on n models, "
                    "relative to its width on all models.")]
-    ks, widths = ev.ks_sizes, ev.widths
+    ks = ev.ks_sizes
+    try:
+        widths = ev.widths
+    except BadInput:  # nothing varies yet: no interval to narrow
+        from dsd.analysis.samplesize import WIDTH_COLUMNS
+
+        widths = pd.DataFrame(columns=WIDTH_COLUMNS)
     parts.append(_img(plots.sample_size_figure(ks, widths), "KS power and interval width by number of models"))
     if len(ks):
         parts.append(_table(ks, "sample-size"))
@@ -149,6 +160,21 @@ def _noise_section(ev: Evidence) -> str:
                     _note("Seed-to-seed SD: pooled over the copies of each model (95% chi-square interval); "
                           "model-to-model SD: across the source run's models."),
                     _table(ev.noise, "noise"))
+
+
+def _compare_section(frame: pd.DataFrame) -> list[str]:
+    """Zoo, promoted and copied models, when there are any: error over repeats beside complexity and,
+    for the zoo, the paper's error after its full 100-epoch ImageNet schedule."""
+    from dsd.analysis.compare import model_comparison
+
+    table = model_comparison(frame)
+    if not len(table):
+        return []
+    return [_section("Promoted, copied and zoo models",
+                     _note("Each model's error over its repeats (own training seeds) under this study's "
+                           "protocol; published_error: the paper's ImageNet top-1 error after 100 epochs, a "
+                           "reference for the ranking, not for the numbers, unless the protocol is the same."),
+                     _table(table, "models-compared"))]
 
 
 def _models_section(frame: pd.DataFrame, count: int = 4) -> str:
@@ -204,7 +230,7 @@ def build_report(frame: pd.DataFrame, samples: int = 10_000, seed: int = 0, bins
                   f"at chance-level error; failed and untrained models are left out."),
             *_filter_note(frame), _findings_section(ev), _section("Summary", _table(summary, "summary")),
             _edf_section(frame, bins), _trends_section(ev), _fit_section(frame, ev.fits),
-            _epochs_section(ev), _sizes_section(ev), _noise_section(ev),
+            _epochs_section(ev), _sizes_section(ev), _noise_section(ev), *_compare_section(frame),
             _search_section(frame), _models_section(frame), _settings_section(frame)]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>dsd report: {html.escape(names)}</title><style>{STYLE}</style></head>\n<body>\n"

@@ -92,7 +92,7 @@ def _records(frame) -> list[dict]:
 def edf(
     runs: Optional[List[Path]] = RUNS_ARG,
     normalize: Optional[str] = typer.Option(
-        None, help="flops | params | acts: the complexity-normalized EDF of NDS (equal-width bins over the "
+        None, help="flops | params | acts (or infer_ms | train_ms, once timed by `dsd time`): the complexity-normalized EDF of NDS (equal-width bins over the "
                    "range of all runs; each occupied bin weighs the same). Then mean and median are "
                    "weighted, D is the largest distance between the weighted EDFs, and p is scipy's asymptotic "
                    "two-sample KS p-value taken at the Kish effective sample sizes (sum w)^2 / sum w^2."),
@@ -146,8 +146,8 @@ def trends(
     Per repetition, draw a subsample of the (statistic, error) pairs with replacement and keep the
     statistic of its minimum-error model; the interval of the kept values is the likely range of the
     best value, their median the most likely one. The figure is a grid of error-vs-statistic scatter
-    plots with the band and the median line; with several runs a second figure shows how the best
-    range moves with the runs' flops.
+    plots with the band and the median line; for the runs of a flop-regime series (`dsd sample
+    --flops-targets`) a second figure, *_across, shows how the best range moves with the series' targets.
 
     Example: dsd trends runs/xc --stats d,w4,g1 --plot
     """
@@ -160,13 +160,14 @@ def trends(
     if plot or out:
         from dsd.analysis.load import scored
         from dsd.analysis.plots import trends_across_runs_figure, trends_figure
+        from dsd.analysis.series import series_runs
 
         models = scored(frame)
         path = figure_path(out, paths[0], "trends")
         figure = _save(trends_figure(models, bootstrap.model_statistics(models), table), path)
-        if len(paths) > 1:
-            flops = models.groupby("run")["flops"].median().to_dict()
-            across = _save(trends_across_runs_figure(table, flops),
+        series = series_runs(frame)  # across runs only along a flop-regime series: elsewhere it means nothing
+        if series:
+            across = _save(trends_across_runs_figure(table, series),
                            path.with_name(f"{path.stem}_across{path.suffix}"))
     if json_out:
         emit_json({"samples": samples, "subsample": subsample, "level": level, "seed": seed,

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from dsd.cli.common import JSON, app, emit_json, say, warn_mixed_settings
+from dsd.cli.common import JSON, app, emit_json, say, say_table, warn_mixed_settings
 from dsd.errors import BadInput
 
 
@@ -76,8 +76,12 @@ def sample(
     n: int = typer.Option(..., "--n", help="Number of models to sample."),
     regime: Optional[str] = typer.Option(None, help="imagenet | cifar | fashion (default: the space's, else imagenet)."),
     seed: int = typer.Option(0, min=0, help="Sampling seed; model i depends only on (space, regime, seed, i)."),
-    out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/<space short name>)."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/<space short name>); with "
+                                                  "--flops-targets, the folder that holds the runs (default: runs)."),
     flops: Optional[str] = typer.Option(None, help="Flops range, e.g. 360M:400M, :1.5G, 2e6: (overrides the regime)."),
+    flops_targets: Optional[str] = typer.Option(
+        None, "--flops-targets", help="A flop-regime series: one run per target F, e.g. 200M,400M,800M,1.6G, each "
+                                      "in the band 0.9F..F, named runs/<short>-200mf, ... (instead of --flops)."),
     params: Optional[str] = typer.Option(None, help="Params range, e.g. :2M."),
     acts: Optional[str] = typer.Option(None, help="Activations range, e.g. :1M."),
     force: bool = typer.Option(False, "--force", help="Replace a run folder made with other arguments (deletes its results)."),
@@ -85,31 +89,47 @@ def sample(
 ):
     """Sample N models from a design space under a complexity band (rejection sampling).
 
+    With --flops-targets, sample the space once per target into a series of runs (the RegNet paper's
+    flop regimes); `dsd trends` and `dsd report` then show how the best designs move across the series.
+
     \b
     Examples:
       dsd sample --space AnyNetXC --n 500                  # -> runs/xc, 360M..400M flops at 224 px
       dsd sample --space RegNetX --regime cifar --n 100
       dsd sample --space spaces/examples/regnet_se_cifar.yaml --n 50 --flops 100M:140M
+      dsd sample --space RegNetX --n 100 --flops-targets 200M,400M,800M,1.6G   # -> runs/regnetx-200mf, ...
     """
-    from dsd.api import sample_run
+    from dsd.api import sample_run, sample_series
 
-    made = sample_run(space, n, regime=regime, seed=seed, out=out, flops=flops, params=params, acts=acts,
-                      force=force)
-    folder, rg = made.run, made.regime
+    if flops_targets is None:
+        made = [sample_run(space, n, regime=regime, seed=seed, out=out, flops=flops, params=params, acts=acts,
+                           force=force)]
+    elif flops is not None:
+        raise BadInput("give --flops (one band) or --flops-targets (one run per target), not both")
+    else:
+        made = sample_series(space, n, flops_targets, regime=regime, seed=seed, params=params,
+                             acts=acts, root=out, force=force)
+    summaries = [_sampled(m) for m in made]
+    if json_out:
+        emit_json(summaries[0] if flops_targets is None else
+                  {"series": made[0].space.short, "targets": [m.regime.flops[1] for m in made], "runs": summaries})
+    fresh = [str(m.run) for m in made if not m.unchanged]
+    if fresh:
+        say(f"next: dsd train {' '.join(fresh)}")
+
+
+def _sampled(made) -> dict:
+    """Say what sampling did to one run folder (made: a dsd.api.SampledRun); its --json summary."""
+    folder, rg, n = made.run, made.regime, made.n
     if made.unchanged:
         say(f"{folder}: already sampled with these arguments; nothing to do")
-        if json_out:
-            emit_json({"run": str(folder), "n": n, "unchanged": True})
-        return
-    summary = {"run": str(folder), "space": made.space.name, "regime": rg.name, "n": n, "seed": seed,
-               "draws": made.draws, "acceptance": n / made.draws, "duplicates": made.duplicates,
-               "seconds": round(made.seconds, 3)}
-    if json_out:
-        emit_json(summary)
+        return {"run": str(folder), "n": n, "unchanged": True}
     say(f"sampled {n} models from {made.space.name} ({rg.name}: flops {_band(*rg.flops)}, params "
         f"{_band(*rg.params)}, acts {_band(*rg.acts)}) in {made.seconds:.2f} s: {made.draws:,} candidates, "
         f"{100 * n / made.draws:.2f}% accepted -> {folder}")
-    say(f"next: dsd train {folder}")
+    return {"run": str(folder), "space": made.space.name, "regime": rg.name, "n": n, "seed": made.seed,
+            "draws": made.draws, "acceptance": n / made.draws, "duplicates": made.duplicates,
+            "seconds": round(made.seconds, 3)}
 
 
 def _check_options(params: dict, counts: dict, se_ratio: float) -> None:
@@ -143,6 +163,8 @@ def _numbers(text: Optional[str], what: str, kind=int) -> Optional[list]:
 def describe(
     run: Optional[Path] = typer.Argument(None, help="A run folder (with --id)."),
     model_id: Optional[int] = typer.Option(None, "--id", help="Model id in the run."),
+    model: Optional[str] = typer.Option(None, "--model", help="A published zoo model, e.g. RegNetX-400MF "
+                                                              "(`dsd zoo` lists them), under --regime."),
     depth: Optional[int] = typer.Option(None, help="RegNet depth d."),
     w0: Optional[float] = typer.Option(None, help="RegNet initial width w0."),
     wa: Optional[float] = typer.Option(None, help="RegNet slope wa."),
@@ -172,6 +194,7 @@ def describe(
       dsd describe --depths 9,9,9 --widths 16,32,64 --block R --stem cifar --stem-width 16 \\
                    --strides 1,2,2 --regime cifar                               # ResNet-56
       dsd describe runs/xa --id 3
+      dsd describe --model RegNetY-800MF
     """
     from dsd.design.complexity import complexity
 
@@ -183,6 +206,11 @@ def describe(
         if model_id is None:
             raise BadInput("give --id K with a run folder")
         spec = _spec_from_run(run, model_id)
+    elif model is not None:
+        from dsd.design.regimes import get_regime
+        from dsd.design.zoo import zoo_model, zoo_spec
+
+        spec = zoo_spec(zoo_model(model), get_regime(regime))
     else:
         spec = _spec_from_options(
             regnet={"depth": depth, "w0": w0, "wa": wa, "wm": wm}, depths=depths, widths=widths,
@@ -205,6 +233,50 @@ def describe(
     for i, row in enumerate(zip(spec.depths, spec.widths, spec.bottleneck_ratios, spec.group_widths, spec.strides)):
         say(f"{i + 1:<5} {row[0]:>5} {row[1]:>6} {row[2]:>4g} {row[3]:>4} {row[4]:>6}")
     say(f"flops {counts['flops']:,}  params {counts['params']:,}  acts {counts['acts']:,}")
+
+
+@app.command()
+def zoo(
+    models: Optional[str] = typer.Option(None, "--models", help="Comma-separated zoo models (default: all 24)."),
+    regime: str = typer.Option("imagenet", help="The regime the models are built for (flops at its input)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Make a run of these models in this folder."),
+    repeats: int = typer.Option(1, "--repeats", help="With --out: copies of each model (own training seeds)."),
+    force: bool = typer.Option(False, help="With --out: replace a run made with other arguments."),
+    json_out: bool = JSON,
+):
+    """The published RegNet zoo: each model's parameters, its complexity under the regime, and the paper's
+    ImageNet top-1 error after 100 epochs. With --out, a run of them to train under a study's protocol
+    (`dsd train RUN`) and compare in the report with the published errors.
+
+    \b
+    Examples:
+      dsd zoo
+      dsd describe --model RegNetX-400MF
+      dsd zoo --models RegNetX-200MF,RegNetX-400MF --regime fashion --repeats 3 --out runs/zoo
+    """
+    from dsd.api import zoo_run
+    from dsd.design.complexity import complexity
+    from dsd.design.regimes import get_regime
+    from dsd.design.zoo import zoo as zoo_models, zoo_model, zoo_spec
+
+    names = [n for n in (models or "").split(",") if n.strip()]
+    if models is not None and not names:
+        raise BadInput("--models: no zoo model named")
+    chosen = [zoo_model(n) for n in names] if models is not None else list(zoo_models())
+    rg = get_regime(regime)
+    table = [{"name": m.name, "depth": m.depth, "w0": m.w0, "wa": m.wa, "wm": m.wm, "group_width": m.group_width,
+              "se_ratio": m.se_ratio, "published_error": m.published_error, **complexity(zoo_spec(m, rg))}
+             for m in chosen]
+    run = str(zoo_run(out, [m.name for m in chosen], regime=regime, repeats=repeats, force=force)) if out else None
+    if json_out:
+        emit_json({"regime": regime, "models": table, "run": run})
+        return
+    say_table([["name", "d", "w0", "wa", "wm", "g", "flops", "params", "acts", "top-1 err (100 ep)"]] +
+              [[r["name"], str(r["depth"]), f"{r['w0']:g}", f"{r['wa']:g}", f"{r['wm']:g}", str(r["group_width"]),
+                f"{r['flops'] / 1e6:,.0f}M", f"{r['params'] / 1e6:.1f}M", f"{r['acts'] / 1e6:.1f}M",
+                f"{r['published_error']:.1f}"] for r in table], {0})
+    if run:
+        say(f"{run}: {len(table) * repeats} models; next: dsd train {shlex.quote(run)}")
 
 
 def _spec_from_options(regnet: dict, depths, widths, group_widths, bottleneck_ratios, group_width,
@@ -263,10 +335,43 @@ def reseed(
       dsd reseed runs/xa                            # 10 models x 3 copies -> runs/xa-reseed
       dsd reseed runs/xa --n 20 --repeats 4 --out runs/xa-noise
     """
-    from dsd.runfolder.copies import reseed as make_copies, source_settings
+    from dsd.runfolder.copies import reseed as make_copies
 
     made = make_copies(run, n, repeats, seed=seed, out=out)
+    _say_copies(made, json_out, "train the copies as {source}'s models were trained (same data, epochs, lr, ...), "
+                                "so that only the seed differs:")
+
+
+@app.command()
+def promote(
+    run: Path = typer.Argument(..., help="A run folder with trained models."),
+    top: int = typer.Option(..., "--top", help="Number of best trained models to promote."),
+    repeats: int = typer.Option(1, "--repeats", help="Copies of each model (each trains with its own seed)."),
+    out: Optional[Path] = typer.Option(None, help="The new run's folder (default: RUN-topK beside RUN)."),
+    json_out: bool = JSON,
+):
+    """Copy the TOP best trained models of a run (by final error), REPEATS times each, into a new run to
+    train with the long schedule: do the short schedule's winners stay ahead when trained fully?
+
+    \b
+    Examples:
+      dsd promote runs/regnetx --top 5 --repeats 3     # -> runs/regnetx-top5 (15 models)
+      dsd train runs/regnetx-top5 --epochs 100
+    """
+    from dsd.runfolder.copies import promote as make_copies
+
+    made = make_copies(run, top, repeats, out=out)
+    _say_copies(made, json_out, "train them with the long schedule, the source's other settings kept "
+                                "(change --epochs as the study needs):", epochs=100)
+
+
+def _say_copies(made, json_out: bool, advice: str, epochs: int | None = None) -> None:
+    """What a copy run holds and the `dsd train` command for it (the source's settings, epochs replaced)."""
+    from dsd.runfolder.copies import source_settings
+
     settings = source_settings(made)
+    if epochs is not None:
+        settings["epochs"] = [epochs]
     command = f"dsd train {shlex.quote(str(made.run))} {_train_options(settings)}".rstrip()
     if json_out:
         emit_json({"run": str(made.run), "source": str(made.source), "models": list(made.model_ids),
@@ -278,8 +383,7 @@ def reseed(
         say(f"copied {len(made.model_ids)} trained models of {made.source} {made.repeats} times each -> {made.run} "
             f"({len(made.copy_ids)} models, ids {made.copy_ids[0]}..{made.copy_ids[-1]})")
     warn_mixed_settings(str(made.source), {c: v for c, v in settings.items() if len(v) > 1})
-    say(f"train the copies as {made.source}'s models were trained (same data, epochs, lr, ...), so that only "
-        f"the seed differs:")
+    say(advice.format(source=made.source))
     say(f"next: {command}")
 
 

@@ -1,4 +1,5 @@
-"""Training commands: `dsd train` (resumable sweep over every untrained model) and `dsd status`."""
+"""Training commands: `dsd train` (resumable sweep over every untrained model), `dsd status` and `dsd time`
+(each model's measured runtime)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,10 +10,12 @@ import typer
 from dsd.cli.common import JSON, RUNS_ARG, app, emit_json, say, say_table, warn_mixed_settings
 from dsd.errors import BadInput
 from dsd.training.settings import DataRequest, SweepOptions, TrainSettings, default
+from dsd.training.timing import TimingOptions
 
-# each default shown here is read from the one place that sets it (dsd.training.settings)
+# each default shown here is read from the one place that sets it (dsd.training.settings, .timing)
 SETTING, DATA, SWEEP = (lambda name: default(TrainSettings, name), lambda name: default(DataRequest, name),
                         lambda name: default(SweepOptions, name))
+TIMING = lambda name: default(TimingOptions, name)  # noqa: E731  (as SETTING, DATA, SWEEP above)
 
 
 def parse_ids(text: Optional[str]) -> Optional[list[int]]:
@@ -137,6 +140,53 @@ def status(
                 f"(within {NEAR_CHANCE_POINTS:g} points): likely deep models diverging at the start of a short "
                 f"schedule; its EDF then measures the protocol, not the space. Train with a warm-up "
                 f"(--warmup-epochs) and --zero-init-residual (docs/method.md section 4.1)")
+
+
+@app.command("time")
+def time_models(
+    runs: Optional[List[Path]] = RUNS_ARG,
+    device: str = typer.Option(TIMING("device"), help="auto | cpu | cuda | cuda:N (auto: the GPU when torch "
+                                                      "sees one, else the CPU)."),
+    batch: int = typer.Option(TIMING("batch"), help="Images per timed batch (the paper's zoo times 64)."),
+    repeats: int = typer.Option(TIMING("repeats"), help="Timed passes of each kind; their median is kept."),
+    warmup: int = typer.Option(TIMING("warmup"), help="Untimed passes first (autotuning, allocation)."),
+    threads: int = typer.Option(TIMING("threads"), help="torch's CPU threads while timing (one: a busy machine "
+                                                        "stalls parallel regions, see dsd.training.timing)."),
+    ids: Optional[str] = typer.Option(None, help="Only these model ids, e.g. 0,3,7-9."),
+    json_out: bool = JSON,
+):
+    """Measure each model's runtime on one device: inference (forward, eval mode, no grad) and a
+    training step (forward + backward + SGD step), each the median seconds per batch.
+
+    One fixed random batch of the run's images, fp32, channels-last; WARMUP untimed passes, then
+    REPEATS timed ones (synchronized on a GPU). Rows go to RUN/timings.parquet (a model timed again
+    replaces its row; results/ is untouched), and the analysis then has infer_ms and train_ms (ms per
+    batch) as statistics like flops: trends, `edf --normalize infer_ms`, the report. Timings are
+    comparable within one device and batch; on the CPU they use --threads threads.
+
+    \b
+    Examples:
+      dsd time runs/xa                          # on the GPU if there is one, batch 64
+      dsd time runs/xa runs/regnetx --device cpu --batch 8 --ids 0-9
+    """
+    from dsd.api import time_models as measure
+
+    def show(run, row):
+        say(f"{run.name}/{row['model_id']}: inference {1e3 * row['infer_s']:.2f} ms, "
+            f"training step {1e3 * row['train_s']:.2f} ms")
+
+    summary = measure(runs, ids=parse_ids(ids), on_model=None if json_out else show,
+                        device=device, batch=batch, repeats=repeats, warmup=warmup, threads=threads)
+    if json_out:
+        emit_json(summary)
+        return
+    wrote = f"; wrote {', '.join(summary['files'])}" if summary["files"] else ""
+    say(f"timed {len(summary['timed'])} models on {summary['device']} (batch {batch}, median of {repeats} after "
+        f"{warmup} warm-up) in {summary['wall_s']:.1f} s{wrote}")
+    for run, differ in summary["mixed"].items():
+        what = "; ".join(f"{c}: {', '.join(map(str, values))}" for c, values in differ.items())
+        say(f"warning: {run}: its timings were measured under different conditions ({what}); they compare only "
+            f"on one device at one batch size: time all its models alike")
 
 
 def _cell(value) -> str:

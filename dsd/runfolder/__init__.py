@@ -9,19 +9,21 @@ paths and file formats.
     RUN/checkpoints/ID.pt      the training state of an unfinished model after its last epoch
     RUN/weights/ID.pt          final weights, with `dsd train --save-weights`
     RUN/fits.parquet           quantized linear fits (FITS_SCHEMA), written by `dsd fit-linear`
+    RUN/timings.parquet        measured inference and training-step times (TIMING_SCHEMA), by `dsd time`
 
 files.py holds the names, schemas, reads and atomic writes; claims.py who trains what; status.py the
 counts `dsd status` shows; copies.py runs of copies of chosen models (`dsd reseed`). Nothing here
 imports torch, so `dsd sample` and `dsd status` start fast.
 """
 from dsd.runfolder.claims import HEARTBEAT_S, claim, claim_path, live_claims, refresh, release
-from dsd.runfolder.copies import CopyRun, copy_models, done_models, reseed, reseed_folder, source_settings
+from dsd.runfolder.copies import CopyRun, beside, best_models, copy_models, done_models, promote, reseed, source_settings
 from dsd.runfolder.files import (
     CHECKPOINTS_DIR, CLAIMS_DIR, FITS_FILE, FITS_SCHEMA, MODEL_SCHEMA, MODELS_FILE, RESULT_SCHEMA, RESULTS_DIR,
     RUN_FILE, RUNS_ROOT, SETTING_COLUMNS, STATUSES, WEIGHTS_DIR, check_result, check_run_folder, checkpoint_path,
     describe_run, find_runs, is_run, meta_differences, mixed_settings, read_meta, read_models, read_regime,
-    read_results, read_table, remove_orphans, require_run, result_path, setting_value, source_folder,
+    read_results, read_table, read_timings, remove_orphans, require_run, result_path, setting_value, source_folder,
     trained_settings, weights_path, write_atomic, write_fits, write_parquet, write_result, write_run,
+    TIMING_SCHEMA, TIMINGS_FILE, write_timings,
 )
 from dsd.runfolder.status import run_status
 
@@ -31,7 +33,7 @@ __all__ = [
     "check_result", "check_run_folder", "checkpoint_path", "claim", "claim_path", "copy_models", "describe_run",
     "done_models", "find_runs", "is_run", "live_claims", "meta_differences", "mixed_settings", "read_meta",
     "read_models", "read_regime", "read_results", "read_table", "refresh", "release", "remove_orphans",
-    "require_run", "reseed", "reseed_folder", "result_path", "run_status", "setting_value", "source_folder",
+    "require_run", "reseed", "beside", "best_models", "promote", "result_path", "run_status", "setting_value", "source_folder",
     "source_settings", "trained_settings", "weights_path", "write_atomic", "write_fits", "write_parquet",
-    "write_result", "write_run",
+    "write_result", "write_run", "TIMING_SCHEMA", "TIMINGS_FILE", "read_timings", "write_timings",
 ]

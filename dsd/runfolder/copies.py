@@ -132,11 +132,35 @@ def done_models(run: Path) -> list[int]:
     return sorted({r["model_id"] for r in results if r["status"] == "done"} & ids)
 
 
-def reseed_folder(source: Path) -> Path:
-    """The default folder of a reseed run: beside the source, named SOURCE-reseed."""
+def beside(source: Path, suffix: str) -> Path:
+    """The default folder of a copy run: beside the source, named SOURCE-SUFFIX (runs/xa -> runs/xa-reseed)."""
     source = Path(source)
     base = source if source.name not in ("", ".", "..") else source.resolve()
-    return base.with_name(f"{base.name}-reseed")
+    return base.with_name(f"{base.name}-{suffix}")
+
+
+def best_models(run: Path, top: int) -> list[int]:
+    """The ids of a run's `top` done models by final error (ties: lower id first), best first; diverged
+    and failed models rank below every done one, so they are never promoted."""
+    ids = set(read_models(run).column("model_id").to_pylist())
+    done = sorted((r["error"], r["model_id"]) for r in read_results(run).to_pylist()
+                  if r["status"] == "done" and r["model_id"] in ids)
+    if len(done) < top:
+        raise BadInput(f"{run} has {len(done)} trained model{'s' * (len(done) != 1)}; --top {top} asks for more")
+    return [model_id for _, model_id in done[:top]]
+
+
+def promote(source: Path, top: int, repeats: int = 1, out: Path | None = None) -> CopyRun:
+    """Copies of the source's `top` best trained models, `repeats` each (default folder SOURCE-topK), to
+    be trained with the long schedule (`dsd train NEW_RUN --epochs 100`). Like reseed, a promote run
+    made with the same arguments is kept as it is."""
+    source = require_run(source)
+    _check_count("--top", top)
+    _check_count("--repeats", repeats)
+    out = Path(out) if out is not None else beside(source, f"top{top}")
+    reason = {"made_by": "dsd promote", "top": top}
+    found = existing_copies(out, copy_meta(source, out, top, repeats, reason))
+    return found if found is not None else copy_models(source, best_models(source, top), repeats, out, reason)
 
 
 def reseed(source: Path, n: int, repeats: int, seed: int = 0, out: Path | None = None) -> CopyRun:
@@ -150,7 +174,7 @@ def reseed(source: Path, n: int, repeats: int, seed: int = 0, out: Path | None =
         raise BadInput(f"--seed must be >= 0, got {seed}")
     _check_count("--n", n)
     _check_count("--repeats", repeats)
-    out = Path(out) if out is not None else reseed_folder(source)
+    out = Path(out) if out is not None else beside(source, "reseed")
     reason = {"made_by": "dsd reseed", "seed": seed}
     meta = copy_meta(source, out, n, repeats, reason)
     found = existing_copies(out, meta)

@@ -25,6 +25,7 @@ CLAIMS_DIR = "claims"
 CHECKPOINTS_DIR = "checkpoints"
 WEIGHTS_DIR = "weights"
 FITS_FILE = "fits.parquet"
+TIMINGS_FILE = "timings.parquet"
 
 MODEL_SCHEMA = pa.schema([
     ("model_id", pa.int64()), ("space", pa.string()), ("seed", pa.int64()), ("key", pa.string()),
@@ -39,6 +40,8 @@ MODEL_SCHEMA = pa.schema([
     # folder's path relative to this run's folder (so it survives moving runs/ or changing directory;
     # source_folder resolves it) and the model's id there
     ("source_run", pa.string()), ("source_model_id", pa.int64()),
+    # relu | silu (network: activation in the space file); null in files written before it: relu
+    ("activation", pa.string()),
 ])
 
 RESULT_SCHEMA = pa.schema([
@@ -58,9 +61,16 @@ FITS_SCHEMA = pa.schema([
     ("e_fit", pa.float64()), ("linear_w0", pa.float64()), ("linear_wa", pa.float64()),
 ])
 
+# one row per timed model (`dsd time`, dsd.training.timing): median seconds per batch of `batch` images
+TIMING_SCHEMA = pa.schema([
+    ("model_id", pa.int64()), ("device", pa.string()), ("batch", pa.int64()), ("repeats", pa.int64()),
+    ("warmup", pa.int64()), ("infer_s", pa.float64()), ("train_s", pa.float64()), ("torch", pa.string()),
+    ("python", pa.string()), ("host", pa.string()), ("time", pa.string()),
+])
+
 # columns added after the first release: files written before read them as null
 RESULT_COLUMNS_ADDED = ("warmup_epochs", "zero_init_residual")
-MODEL_COLUMNS_ADDED = ("source_run", "source_model_id")
+MODEL_COLUMNS_ADDED = ("source_run", "source_model_id", "activation")
 
 STATUSES = ("done", "failed", "diverged")
 
@@ -335,6 +345,28 @@ def check_run_folder(folder: Path, meta: dict, force: bool) -> str:
         raise BadInput(f"{folder} already has {old['n']} models; sampling {meta['n']} would drop some "
                        f"(use --force to replace the run)")
     return "extend"
+
+
+def read_timings(run: Path) -> pa.Table:
+    """RUN/timings.parquet (an empty table with TIMING_SCHEMA when the run was never timed)."""
+    path = require_run(run) / TIMINGS_FILE
+    if not path.exists():
+        return TIMING_SCHEMA.empty_table()
+    return read_table(path, TIMING_SCHEMA).select(TIMING_SCHEMA.names)
+
+
+def write_timings(run: Path, rows: list[dict]) -> Path:
+    """Merge timing rows into RUN/timings.parquet atomically: a model timed again replaces its old row,
+    the others are kept; rows in model order."""
+    import pyarrow.compute as pc
+
+    new = pa.Table.from_pylist([{n: r.get(n) for n in TIMING_SCHEMA.names} for r in rows], schema=TIMING_SCHEMA)
+    old = read_timings(run)
+    kept = old.filter(pc.invert(pc.is_in(old["model_id"], value_set=new["model_id"])))
+    table = pa.concat_tables([kept, new]).sort_by("model_id")
+    path = Path(run) / TIMINGS_FILE
+    write_parquet(table, path)
+    return path
 
 
 def write_fits(run: Path, fits) -> Path:
