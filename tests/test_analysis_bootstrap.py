@@ -79,3 +79,17 @@ def test_statistics_names_and_defaults(tmp_path, frame):
 def test_bad_settings(frame, kwargs, message):
     with pytest.raises(BadInput, match=message):
         trends(frame, **kwargs)
+
+
+def test_stage_ratios_are_the_papers_fig7_statistics_and_only_on_request():
+    from dsd.analysis.bootstrap import model_statistics, pick_stats
+
+    frame = pd.DataFrame({"depths": [[1, 2, 6], [2, 2, 1]], "widths": [[8, 24, 48], [16, 16, 64]],
+                          "bottleneck_ratios": [[1.0] * 3] * 2, "group_widths": [[8] * 3] * 2,
+                          "depth": [9, 5], "w0": np.nan, "wa": np.nan, "wm": np.nan,
+                          "flops": [1, 2], "params": [1, 2], "acts": [1, 2]})
+    stats = model_statistics(frame)
+    assert stats["w2/w1"].tolist() == [3.0, 1.0] and stats["w3/w2"].tolist() == [2.0, 4.0]
+    assert stats["d2/d1"].tolist() == [2.0, 1.0] and stats["d3/d2"].tolist() == [3.0, 0.5]
+    assert not any("/" in s for s in pick_stats(stats, None))
+    assert pick_stats(stats, ["w2/w1"]) == ["w2/w1"]

@@ -84,8 +84,8 @@ def test_bad_syntax_is_named(text, message):
 
 
 def test_unknown_column_and_type_mismatch_are_named(frame):
-    with pytest.raises(BadInput, match="unknown column 'activation'"):
-        subpopulations(frame, where="activation == silu")
+    with pytest.raises(BadInput, match="unknown column 'colour'"):
+        subpopulations(frame, where="colour == red")
     with pytest.raises(BadInput, match="status is text"):
         subpopulations(frame, where="status > 3")
     with pytest.raises(BadInput, match="flops is a number"):

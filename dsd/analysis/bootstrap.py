@@ -31,7 +31,8 @@ def stage_matrix(column: pd.Series) -> np.ndarray:
 
 
 def model_statistics(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per model: d1.. w1.. b1.. g1.. (per stage), d (total depth), w_sum (sum of stage widths),
+    """Per model: d1.. w1.. b1.. g1.. (per stage), the stage ratios w2/w1.. d2/d1.., d (total depth),
+    w_sum (sum of stage widths),
     w0, wa, wm (RegNet rows), flops, params, acts, and infer_ms, train_ms for timed runs (`dsd time`).
     Columns that no model has are left out."""
     columns = {}
@@ -39,6 +40,10 @@ def model_statistics(frame: pd.DataFrame) -> pd.DataFrame:
         matrix = stage_matrix(frame[source])
         for i in range(matrix.shape[1]):
             columns[f"{prefix}{i + 1}"] = matrix[:, i]
+    for prefix in ("w", "d"):  # the paper's Fig. 7: how a stage grows over the one before
+        matrix = stage_matrix(frame[STAGE_STATS[prefix]])
+        for i in range(1, matrix.shape[1]):
+            columns[f"{prefix}{i + 1}/{prefix}{i}"] = matrix[:, i] / matrix[:, i - 1]
     columns["d"] = frame["depth"].to_numpy(dtype=float)
     columns["w_sum"] = stage_matrix(frame["widths"]).sum(axis=1) if len(frame) else np.zeros(0)
     for name in ("w0", "wa", "wm", "flops", "params", "acts", *(c for c in TIMING_COLUMNS if c in frame)):
@@ -51,8 +56,8 @@ def pick_stats(stats: pd.DataFrame, wanted: list[str] | None) -> list[str]:
     """The requested statistics (BadInput naming unknown ones), or with None every one that varies.
 
     An empty list is refused: `--stats ''` is more likely a lost shell variable than a wish for all."""
-    if wanted is None:
-        varying = [c for c in stats.columns if stats[c].nunique() > 1]
+    if wanted is None:  # the stage ratios only when asked for: they would double the figure
+        varying = [c for c in stats.columns if stats[c].nunique() > 1 and "/" not in c]
         if not varying:
             raise BadInput("no statistic varies across the trained models (too few trained yet?)")
         return varying

@@ -11,7 +11,7 @@ pandas code:
     VALUE  := a number with an optional K / M / G / T suffix (400M), a word (silu), or a quoted string
 
 NAME is a scalar column of the analysis frame (flops, depth, w0, status, lr, ...) or a statistic of
-dsd.analysis.bootstrap.model_statistics (d1, w4, b2, g1, d, w_sum); b, g and w alone mean every stage
+dsd.analysis.bootstrap.model_statistics (d1, w4, b2, g1, w2/w1, d, w_sum); b, g and w alone mean every stage
 (b <= 2: each stage's bottleneck ratio is at most 2). A comparison with a missing value (w0 of an
 AnyNet model) is false, whatever the operator.
 """
@@ -36,7 +36,7 @@ TOKEN = re.compile(r"""\s*(?:
   | (?P<range>\.\.)
   | (?P<op><=|>=|==|!=|<|>|=)
   | (?P<string>"[^"]*"|'[^']*')
-  | (?P<word>[A-Za-z_][\w:-]*)
+  | (?P<word>[A-Za-z_][\w:/-]*)
   | (?P<bad>\S))""", re.VERBOSE)
 NUMBER_RANGE = re.compile(r"(?<=\d)\.\.")  # "12..28": the range, not the number "12."
 

@@ -132,8 +132,9 @@ def edf(
 def trends(
     runs: Optional[List[Path]] = RUNS_ARG,
     stats: Optional[str] = typer.Option(
-        None, help="Comma-separated statistics: d1.. w1.. b1.. g1.. (per stage), d (total depth), w_sum, "
-                   "w0, wa, wm, flops, params, acts. Default: every one that varies in the runs."),
+        None, help="Comma-separated statistics: d1.. w1.. b1.. g1.. (per stage), w2/w1.. d2/d1.. (stage "
+                   "ratios, the paper's Fig. 7), d (total depth), w_sum, w0, wa, wm, flops, params, acts, and "
+                   "infer_ms, train_ms once timed. Default: every one that varies, but the ratios."),
     samples: int = typer.Option(10_000, help="Bootstrap repetitions."),
     subsample: float = typer.Option(0.25, help="Fraction of the models drawn (with replacement) per repetition."),
     level: float = typer.Option(0.95, help="Coverage of the interval."),
