@@ -171,3 +171,37 @@ def test_series_runs_finds_series_only():
                        "b: not d > 9": member(2e8)}, split="d > 9")
     assert series_runs(halves) == {"regnetx: d > 9": {"b: d > 9": 2e8, "a: d > 9": 4e8},
                                    "regnetx: not d > 9": {"b: not d > 9": 2e8, "a: not d > 9": 4e8}}
+
+
+def test_complexity_exponents_recover_planted_powers_and_equal_a_direct_fit(tmp_path):
+    """acts ~ flops^0.5 and params ~ flops^1 planted in a 3-regime series: the fitted exponents find them."""
+    import numpy as np
+    import yaml
+
+    from dsd.analysis.load import load_runs
+    from dsd.analysis.scaling import best_of_runs, complexity_exponents
+    from synthetic_runs import anynet_rows, write_run
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for target in (1e6, 2e6, 4e6):
+        rows = anynet_rows(20, rng)
+        for r in rows:
+            r["flops"] = int(target * rng.uniform(0.9, 1.0))
+            r["acts"] = int(3 * r["flops"] ** 0.5 * rng.lognormal(0, 0.02))
+            r["params"] = int(0.2 * r["flops"] * rng.lognormal(0, 0.02))
+        run = write_run(tmp_path / f"s{int(target)}", rows)
+        meta = yaml.safe_load((run / "run.yaml").read_text())
+        meta["series"] = {"name": "syn", "targets": [1000000, 2000000, 4000000], "target": int(target)}
+        (run / "run.yaml").write_text(yaml.safe_dump(meta))
+        paths.append(run)
+    frame = load_runs(paths)
+    table = complexity_exponents(frame, top=5, samples=500).set_index("stat")
+    assert table.loc["acts", "lo"] <= 0.5 <= table.loc["acts", "hi"]
+    assert table.loc["params", "lo"] <= 1.0 <= table.loc["params", "hi"]
+    best = best_of_runs(frame, [p.name for p in paths], 5)
+    direct = np.polyfit(np.log(best["flops"]), np.log(best["acts"]), 1)[0]
+    assert table.loc["acts", "exponent"] == pytest.approx(direct)
+    assert set(table["models"]) == {15} and set(table["regimes"]) == {3}
+    unrelated = load_runs(paths[:1])
+    assert complexity_exponents(unrelated).empty

@@ -81,7 +81,12 @@ def _trends_section(ev: Evidence) -> str:
              _img(plots.trends_figure(models, model_statistics(models), table), "trends")]
     series = series_runs(frame)  # across runs only along a flop-regime series: elsewhere it means nothing
     if series:
+        from dsd.analysis.scaling import complexity_exponents
+
         parts.append(_img(plots.trends_across_runs_figure(table, series), "trends across runs"))
+        parts.append(_note("Complexity of the 5 best models of each regime: the exponent k of s ~ flops^k "
+                           "(least squares in log-log, 95% bootstrap interval over the models)."))
+        parts.append(_table(complexity_exponents(frame, seed=ev.seed), "complexity-exponents"))
     elif len(run_names(frame)) > 1:
         parts.append(_note("No figure across runs: it is drawn for the runs of a flop-regime series "
                            "(`dsd sample --flops-targets`) alone."))

@@ -148,7 +148,8 @@ def trends(
     statistic of its minimum-error model; the interval of the kept values is the likely range of the
     best value, their median the most likely one. The figure is a grid of error-vs-statistic scatter
     plots with the band and the median line; for the runs of a flop-regime series (`dsd sample
-    --flops-targets`) a second figure, *_across, shows how the best range moves with the series' targets.
+    --flops-targets`) a second figure, *_across, shows how the best range moves with the series' targets,
+    and the exponents k of acts, params (and measured times) ~ flops^k of the best models (Fig. 12).
 
     Example: dsd trends runs/xc --stats d,w4,g1 --plot
     """
@@ -170,12 +171,20 @@ def trends(
         if series:
             across = _save(trends_across_runs_figure(table, series),
                            path.with_name(f"{path.stem}_across{path.suffix}"))
+    from dsd.analysis.scaling import complexity_exponents
+
+    scaling = complexity_exponents(frame, level=level, seed=seed)
     if json_out:
         emit_json({"samples": samples, "subsample": subsample, "level": level, "seed": seed,
-                   "trends": _records(table), "figure": figure, "figure_across": across})
+                   "trends": _records(table), "complexity": _records(scaling), "figure": figure,
+                   "figure_across": across})
         return
     _say_table(table, [("run", "s"), ("stat", "s"), ("n", "d"), ("lo", ".4g"), ("median", ".4g"), ("hi", ".4g"),
                        ("best_model", ".4g")])
+    if len(scaling):
+        say("complexity of the 5 best models of each regime, s ~ flops^k:")
+        _say_table(scaling, [("series", "s"), ("stat", "s"), ("exponent", ".2f"), ("lo", ".2f"), ("hi", ".2f"),
+                             ("models", "d"), ("regimes", "d")])
 
 
 @app.command("fit-linear")

@@ -223,12 +223,13 @@ def describe(
     info = {"depths": list(spec.depths), "widths": list(spec.widths), "group_widths": list(spec.group_widths),
             "bottleneck_ratios": list(spec.bottleneck_ratios), "strides": list(spec.strides), **counts,
             "stem": spec.stem, "stem_width": spec.stem_width, "block": spec.block, "se_ratio": spec.se_ratio,
-            "resolution": spec.resolution, "in_channels": spec.in_channels, "num_classes": spec.num_classes}
+            "resolution": spec.resolution, "in_channels": spec.in_channels, "num_classes": spec.num_classes,
+            "activation": spec.activation}
     if json_out:
         emit_json(info)
         return
     say(f"{spec.block} blocks, {spec.stem} stem ({spec.stem_width}), {spec.resolution} px, "
-        f"{spec.in_channels} channels, {spec.num_classes} classes, SE {spec.se_ratio:g}")
+        f"{spec.in_channels} channels, {spec.num_classes} classes, SE {spec.se_ratio:g}, {spec.activation}")
     say(f"{'stage':5} {'depth':>5} {'width':>6} {'b':>4} {'g':>4} {'stride':>6}")
     for i, row in enumerate(zip(spec.depths, spec.widths, spec.bottleneck_ratios, spec.group_widths, spec.strides)):
         say(f"{i + 1:<5} {row[0]:>5} {row[1]:>6} {row[2]:>4g} {row[3]:>4} {row[4]:>6}")

@@ -30,11 +30,14 @@ def space_network(space: Space, regime: Regime) -> Network:
     net = space.network
     return network_for(regime, space.stages, stem=net["stem"], strides=net["strides"],
                        stem_width=net["stem_width"], block=net["block"], se_ratio=net["se_ratio"],
-                       own=space.regime == regime.name)
+                       activation=net["activation"], own=space.regime == regime.name)
 
 
 def draw(p: Param, rng: np.random.Generator, shape: tuple) -> np.ndarray:
-    """Values of one parameter with its declared distribution (see spaces/AnyNetXA.yaml)."""
+    """Values of one parameter with its declared distribution (see spaces/AnyNetXA.yaml); a fixed
+    parameter takes no randomness from rng."""
+    if p.distribution == "fixed":
+        return np.full(shape, p.value)
     if p.distribution == "choice":
         return np.asarray(p.values)[rng.integers(0, len(p.values), size=shape)]
     q = p.quantum
@@ -54,17 +57,24 @@ def draw_stage_params(space: Space, rng: np.random.Generator, batch: int) -> dic
     s = space.stages
     out = {}
     for p in space.params:
-        values = draw(p, rng, (batch, s) if p.draws_per_stage else (batch, 1))
-        out[p.name] = np.broadcast_to(values, (batch, s))
+        if p.same_as is None:
+            values = draw(p, rng, (batch, s) if p.draws_per_stage else (batch, 1))
+            out[p.name] = np.broadcast_to(values, (batch, s))
     for name in space.non_decreasing:
         out[name] = np.sort(out[name], axis=1)
-    return out
+    return copy_ties(space, out)
+
+
+def copy_ties(space: Space, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """values with each tied parameter (`same_as`) set to its target's draws; targets are never tied."""
+    values.update({p.name: values[p.same_as] for p in space.params if p.same_as is not None})
+    return values
 
 
 def draw_regnet_params(space: Space, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
     """RegNet parameters per candidate, then stage depths and widths by the quantized linear rule;
     candidates with a stage count other than the space's get depth 0 (rejected by the caller)."""
-    v = {p.name: draw(p, rng, (batch,)) for p in space.params}
+    v = copy_ties(space, {p.name: draw(p, rng, (batch,)) for p in space.params if p.same_as is None})
     d = v["depth"].astype(np.int64)
     w = quantized_linear_widths(int(d.max()), v["w0"][:, None], v["wa"][:, None], v["wm"][:, None],
                                 space.rule.get("quantum", 8))

@@ -4,6 +4,19 @@ A space file names the network (stem, block, stages, strides, SE ratio), its fre
 distributions, optional ordering constraints and, for RegNet spaces, the quantized linear rule. `extends:`
 merges a file over another space (mappings merge key by key, everything else is replaced), which is how
 AnyNetXB..E and RegNetY are written as one-line refinements. See spaces/AnyNetXA.yaml for the schema.
+
+Restricting a space (the paper's wm = 2, w0 = wa, g = 1) needs two more forms of parameter:
+- fixed, `wm: {distribution: fixed, value: 2}`: every model takes that value (the parameter adds no free
+  dimension); low / high / values inherited through `extends` are ignored, as `choice` ignores low / high.
+- tied, `wa: {same_as: w0}`: every model takes w0's value(s); its own distribution keys (inherited) are
+  ignored, and `same_as: null` in an extending file unties it. It must name a parameter of the space that
+  is not tied itself, whose lowest value the tied parameter can take.
+Fixed and tied parameters draw nothing from the random stream, so adding them to a new space leaves
+the draws of every other space as they were. `network: {activation: relu | silu}` (default relu)
+puts SiLU (Swish) in every place of the ReLU; it changes no complexity count.
+
+The paper's variant spaces live in spaces/examples/ (example_names): they load by name or short name
+like the built-ins (a built-in wins a clash), but `dsd spaces` lists only the built-ins.
 """
 from __future__ import annotations
 
@@ -17,14 +30,15 @@ from pathlib import Path
 import yaml
 
 from dsd.design.regimes import parse_range
-from dsd.design.spec import BLOCKS, STEMS
+from dsd.design.spec import ACTIVATIONS, BLOCKS, STEMS
 from dsd.errors import BadInput
 
 TOP_KEYS = {"name", "short", "description", "extends", "network", "parameters", "non_decreasing", "rule",
             "regime", "complexity"}
-NETWORK_KEYS = {"stem", "stem_width", "block", "stages", "strides", "se_ratio"}
-PARAM_KEYS = {"distribution", "low", "high", "quantum", "values", "per_stage", "shared"}
-DISTRIBUTIONS = ("uniform", "log_uniform", "choice")
+NETWORK_KEYS = {"stem", "stem_width", "block", "stages", "strides", "se_ratio", "activation"}
+PARAM_KEYS = {"distribution", "low", "high", "quantum", "values", "value", "per_stage", "shared", "same_as"}
+DISTRIBUTIONS = ("uniform", "log_uniform", "choice", "fixed")
+TIED = "tied"  # the distribution of a `same_as` parameter: it copies another one's draw
 STAGE_PARAMS = ("depth", "width", "bottleneck_ratio", "group_width")
 REGNET_PARAMS = ("depth", "w0", "wa", "wm", "bottleneck_ratio", "group_width")
 RULES = ("quantized_linear",)
@@ -35,6 +49,7 @@ LOWER_BOUNDS = {"depth": (1, True), "width": (1, True), "group_width": (1, True)
                 "w0": (0, False), "wa": (0, True), "wm": (1, False)}
 # `short` names the default run folder runs/SHORT, so it must stay one plain folder name inside runs/.
 SHORT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+EXAMPLES_DIR = "examples"  # under the built-in folder
 
 
 @dataclass(frozen=True)
@@ -47,14 +62,24 @@ class Param:
     values: tuple | None = None
     per_stage: bool = False
     shared: bool = False
+    value: float | None = None  # of a fixed parameter
+    same_as: str | None = None  # of a tied one: the parameter it copies
 
     @property
     def draws_per_stage(self) -> bool:
-        """One value per stage (as opposed to one value for the whole network)."""
-        return self.per_stage and not self.shared
+        """One value drawn per stage (as opposed to one for the whole network, or none: fixed, tied)."""
+        return self.per_stage and not self.shared and self.distribution not in ("fixed", TIED)
+
+    def lowest(self) -> float | None:
+        """The smallest value the declaration allows (None when tied: its target's is)."""
+        if self.distribution == "choice":
+            return min(self.values)
+        return self.value if self.distribution == "fixed" else self.low
 
     def support_size(self) -> float:
-        """Number of distinct values (inf for a continuous parameter)."""
+        """Number of distinct values (inf for a continuous parameter); 1 when fixed or tied (no freedom)."""
+        if self.distribution in ("fixed", TIED):
+            return 1
         if self.distribution == "choice":
             return len(set(self.values))
         if not self.quantum:
@@ -119,6 +144,12 @@ def builtin_names() -> list[str]:
     return sorted(p.stem for p in builtin_dir().glob("*.yaml"))
 
 
+def example_names() -> list[str]:
+    """The spaces of spaces/examples/ (the paper's variants of RegNetX and AnyNet, a user space): loadable
+    by name like the built-ins, but not built-ins (the built-in list stays the paper's main line)."""
+    return sorted(p.stem for p in (builtin_dir() / EXAMPLES_DIR).glob("*.yaml"))
+
+
 def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
@@ -143,10 +174,13 @@ def _merge(base: dict, over: dict) -> dict:
 
 @functools.lru_cache(maxsize=1)
 def _builtin_lookup() -> dict[str, Path]:
-    """Built-in space files by lower-case name and by short name, read once per process."""
-    files = {n.lower(): builtin_dir() / f"{n}.yaml" for n in builtin_names()}
-    shorts = {_read_yaml(p).get("short", "").lower(): p for p in files.values()}
-    return {**shorts, **files}
+    """Built-in and example space files by lower-case name and by short name, read once per process; a
+    built-in wins over an example, a file name over a short name."""
+    def by_name(folder: Path, names: list[str]) -> dict[str, Path]:
+        files = {n.lower(): folder / f"{n}.yaml" for n in names}
+        return {**{_read_yaml(p).get("short", "").lower(): p for p in files.values()}, **files}
+
+    return {**by_name(builtin_dir() / EXAMPLES_DIR, example_names()), **by_name(builtin_dir(), builtin_names())}
 
 
 def _resolve_file(ref: str, relative_to: Path | None = None) -> Path:
@@ -159,7 +193,8 @@ def _resolve_file(ref: str, relative_to: Path | None = None) -> Path:
             return candidate
     if Path(ref).suffix in (".yaml", ".yml"):
         raise BadInput(f"space file {ref} does not exist")
-    raise BadInput(f"unknown space {ref!r} (known: {', '.join(builtin_names())}; or a path to a .yaml file)")
+    raise BadInput(f"unknown space {ref!r} (known: {', '.join(builtin_names())}; examples: "
+                   f"{', '.join(example_names())}; or a path to a .yaml file)")
 
 
 def _load_mapping(path: Path, seen: tuple = ()) -> dict:
@@ -197,24 +232,34 @@ def check_lowest(name: str, lowest: float, label: str) -> None:
 
 
 def _param(name: str, d: dict, where: str, regnet: bool) -> Param:
+    """One parameter's declaration; a tie's target is checked against the others by _check_ties."""
     if not isinstance(d, dict):
         raise BadInput(f"{where}: parameter {name!r} must be a mapping")
     unknown = set(d) - PARAM_KEYS
     if unknown:
         raise BadInput(f"{where}: parameter {name!r}: unknown key {sorted(unknown)[0]!r} "
                        f"(allowed: {', '.join(sorted(PARAM_KEYS))})")
-    dist = d.get("distribution")
-    if dist not in DISTRIBUTIONS:
-        raise BadInput(f"{where}: parameter {name!r}: distribution must be one of {', '.join(DISTRIBUTIONS)}, got {dist!r}")
     per_stage = bool(d.get("per_stage", False))
     if regnet and per_stage:
         raise BadInput(f"{where}: parameter {name!r}: RegNet parameters are not per stage")
+    flags = {"per_stage": per_stage, "shared": bool(d.get("shared", False))}
+    if d.get("same_as") is not None:
+        return Param(name, TIED, same_as=d["same_as"], **flags)
+    dist = d.get("distribution")
+    if dist not in DISTRIBUTIONS:
+        raise BadInput(f"{where}: parameter {name!r}: distribution must be one of {', '.join(DISTRIBUTIONS)}, got {dist!r}")
+    if dist == "fixed":
+        value = d.get("value")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise BadInput(f"{where}: parameter {name!r}: fixed needs a number `value`, got {value!r}")
+        check_lowest(name, value, f"{where}: parameter {name!r}: value")
+        return Param(name, dist, value=value, **flags)
     if dist == "choice":
         values = d.get("values")
         if not isinstance(values, list) or not values or not all(isinstance(v, (int, float)) for v in values):
             raise BadInput(f"{where}: parameter {name!r}: choice needs a non-empty list of numbers in `values`")
         check_lowest(name, min(values), f"{where}: parameter {name!r}: values")
-        return Param(name, dist, values=tuple(values), per_stage=per_stage, shared=bool(d.get("shared", False)))
+        return Param(name, dist, values=tuple(values), **flags)
     low, high, q = d.get("low"), d.get("high"), d.get("quantum")
     for key, v in (("low", low), ("high", high)):
         if not isinstance(v, (int, float)) or isinstance(v, bool):
@@ -228,7 +273,7 @@ def _param(name: str, d: dict, where: str, regnet: bool) -> Param:
         raise BadInput(f"{where}: parameter {name!r}: quantum must be a positive number, got {q!r}")
     if q and math.floor(high / q) < math.ceil(low / q):
         raise BadInput(f"{where}: parameter {name!r}: no multiple of {q} lies in [{low}, {high}]")
-    return Param(name, dist, float(low), float(high), q, per_stage=per_stage, shared=bool(d.get("shared", False)))
+    return Param(name, dist, float(low), float(high), q, **flags)
 
 
 def _network(net, where: str) -> dict:
@@ -238,11 +283,10 @@ def _network(net, where: str) -> dict:
     unknown = set(net) - NETWORK_KEYS
     if unknown:
         raise BadInput(f"{where}: network: unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(NETWORK_KEYS))})")
-    net = {"stem": "simple", "stem_width": 32, "block": "X", "se_ratio": 0.0, **net}
-    if net["stem"] not in STEMS:
-        raise BadInput(f"{where}: network: stem must be one of {', '.join(STEMS)}, got {net['stem']!r}")
-    if net["block"] not in BLOCKS:
-        raise BadInput(f"{where}: network: block must be one of {', '.join(BLOCKS)}, got {net['block']!r}")
+    net = {"stem": "simple", "stem_width": 32, "block": "X", "se_ratio": 0.0, "activation": "relu", **net}
+    for key, known in (("stem", STEMS), ("block", BLOCKS), ("activation", ACTIVATIONS)):
+        if net[key] not in known:
+            raise BadInput(f"{where}: network: {key} must be one of {', '.join(known)}, got {net[key]!r}")
     stages = net.get("stages")
     if not isinstance(stages, int) or not 1 <= stages <= 8:
         raise BadInput(f"{where}: network: stages must be an integer 1..8, got {stages!r}")
@@ -275,6 +319,21 @@ def _short(data: dict, where: str) -> str:
     return short
 
 
+def _check_ties(params: tuple[Param, ...], where: str) -> None:
+    """Each `same_as` names an untied parameter of the space whose values the tied one can take."""
+    by_name = {p.name: p for p in params}
+    for p in params:
+        if p.same_as is None:
+            continue
+        target = by_name.get(p.same_as) if isinstance(p.same_as, str) else None
+        label = f"{where}: parameter {p.name!r}: same_as"
+        if target is None:
+            raise BadInput(f"{label} names no parameter of this space: {p.same_as!r} (known: {', '.join(by_name)})")
+        if target.same_as is not None:
+            raise BadInput(f"{label} {target.name!r}, which is tied itself; name the parameter it follows")
+        check_lowest(p.name, target.lowest(), f"{label} {target.name!r}: its lowest value")
+
+
 def space_from_mapping(data: dict, where: str = "space") -> Space:
     """Validate a merged space mapping; every problem is a one-line BadInput naming the file and key."""
     for key in ("name", "network", "parameters"):
@@ -298,13 +357,14 @@ def space_from_mapping(data: dict, where: str = "space") -> Space:
     if missing:
         raise BadInput(f"{where}: missing parameter {missing[0]!r}")
     parsed = tuple(_param(n, params[n], where, regnet) for n in expected)
+    _check_ties(parsed, where)
 
     order = data.get("non_decreasing") or []
     if not isinstance(order, list):
         raise BadInput(f"{where}: non_decreasing must be a list of per-stage parameter names")
     for name in order:
         if regnet or name not in params or not _param(name, params[name], where, regnet).draws_per_stage:
-            raise BadInput(f"{where}: non_decreasing: {name!r} is not a per-stage, unshared parameter")
+            raise BadInput(f"{where}: non_decreasing: {name!r} is not a per-stage, unshared, drawn parameter")
     if data.get("regime") is not None and not isinstance(data["regime"], str):
         raise BadInput(f"{where}: regime must be a regime name")
     return Space(name=str(data["name"]), short=_short(data, where), description=str(data.get("description", "")),

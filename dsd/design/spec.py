@@ -16,6 +16,7 @@ from dsd.errors import BadInput
 
 STEMS = ("simple", "cifar", "resnet")
 BLOCKS = ("X", "Y", "R", "V")
+ACTIVATIONS = ("relu", "silu")  # silu: Swish, x * sigmoid(x), in every place of the ReLU
 
 
 @dataclass(frozen=True)
@@ -35,16 +36,19 @@ class ModelSpec:
     num_classes: int = 1000
     resolution: int = 224
     regnet: dict | None = field(default=None, compare=False)  # w0, wa, wm when made by the RegNet rule
+    activation: str = "relu"
 
     @property
     def depth(self) -> int:
         return int(sum(self.depths))
 
     def key(self) -> str:
-        """A stable hash of the architecture (what the built module depends on)."""
-        text = repr((self.stem, self.stem_width, self.block, self.se_ratio, self.depths, self.widths,
-                     tuple(float(b) for b in self.bottleneck_ratios), self.group_widths, self.strides,
-                     self.in_channels, self.num_classes))
+        """A stable hash of the architecture (what the built module depends on); the activation enters
+        only when it is not ReLU, so the keys of ReLU networks stay those of files written before it."""
+        fields = (self.stem, self.stem_width, self.block, self.se_ratio, self.depths, self.widths,
+                  tuple(float(b) for b in self.bottleneck_ratios), self.group_widths, self.strides,
+                  self.in_channels, self.num_classes)
+        text = repr(fields if self.activation == "relu" else fields + (self.activation,))
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -60,6 +64,7 @@ class Network:
     resolution: int
     in_channels: int
     num_classes: int
+    activation: str = "relu"
 
     def fields(self) -> dict:
         """The keyword arguments of ModelSpec / make_spec that this network fixes."""
@@ -67,7 +72,7 @@ class Network:
 
 
 def network_for(regime: Regime, stages: int, *, stem: str = "simple", strides=None, stem_width: int = 32,
-                block: str = "X", se_ratio: float = 0.0, own: bool = False) -> Network:
+                block: str = "X", se_ratio: float = 0.0, activation: str = "relu", own: bool = False) -> Network:
     """A network under a regime: the regime's input, and its stem and strides over the given ones
     (stage i takes the regime's i-th stride, else 2; docs/method.md section 3.2).
 
@@ -77,12 +82,12 @@ def network_for(regime: Regime, stages: int, *, stem: str = "simple", strides=No
         strides = regime.strides_for(stages, strides)
     return Network(stem=stem, stem_width=int(stem_width), block=block, se_ratio=float(se_ratio),
                    strides=tuple(int(s) for s in strides), resolution=regime.resolution,
-                   in_channels=regime.in_channels, num_classes=regime.num_classes)
+                   in_channels=regime.in_channels, num_classes=regime.num_classes, activation=activation)
 
 
 def make_spec(depths, widths, bottleneck_ratios, group_widths, strides, *, stem="simple", stem_width=32,
               block="X", se_ratio=0.0, in_channels=3, num_classes=1000, resolution=224,
-              regnet=None) -> ModelSpec:
+              regnet=None, activation="relu") -> ModelSpec:
     """Validate raw stage lists, apply the group-width compatibility step, and return the spec."""
     n = len(depths)
     lists = {"widths": widths, "bottleneck_ratios": bottleneck_ratios, "group_widths": group_widths,
@@ -96,6 +101,8 @@ def make_spec(depths, widths, bottleneck_ratios, group_widths, strides, *, stem=
         raise BadInput(f"unknown stem {stem!r} (known: {', '.join(STEMS)})")
     if block not in BLOCKS:
         raise BadInput(f"unknown block {block!r} (known: {', '.join(BLOCKS)})")
+    if activation not in ACTIVATIONS:
+        raise BadInput(f"unknown activation {activation!r} (known: {', '.join(ACTIVATIONS)})")
     for name, values in [("depths", depths), ("widths", widths), ("strides", strides),
                          ("group_widths", group_widths), ("bottleneck_ratios", bottleneck_ratios)]:
         if any(v <= 0 for v in values):
@@ -109,7 +116,7 @@ def make_spec(depths, widths, bottleneck_ratios, group_widths, strides, *, stem=
         group_widths=tuple(int(g) for g in group_widths), strides=tuple(int(s) for s in strides),
         stem=stem, stem_width=int(stem_width), block=block, se_ratio=float(se_ratio),
         in_channels=int(in_channels), num_classes=int(num_classes), resolution=int(resolution),
-        regnet=regnet)
+        regnet=regnet, activation=activation)
 
 
 def spec_to_row(spec: ModelSpec, model_id: int, space: str, seed: int, counts: dict) -> dict:
@@ -122,14 +129,16 @@ def spec_to_row(spec: ModelSpec, model_id: int, space: str, seed: int, counts: d
             "group_widths": list(spec.group_widths), "strides": list(spec.strides),
             "se_ratio": spec.se_ratio, "depth": spec.depth, "w0": r.get("w0"), "wa": r.get("wa"),
             "wm": r.get("wm"), "resolution": spec.resolution, "in_channels": spec.in_channels,
-            "num_classes": spec.num_classes, **counts}
+            "num_classes": spec.num_classes, "activation": spec.activation, **counts}
 
 
 def spec_from_row(row) -> ModelSpec:
-    """The spec of one row of models.parquet (a dict or a pandas Series)."""
+    """The spec of one row of models.parquet (a dict or a pandas Series); a row written before the
+    activation column (null there) is a ReLU network."""
     regnet = None
     if row.get("w0") is not None and row.get("w0") == row.get("w0"):
         regnet = {"w0": row["w0"], "wa": row["wa"], "wm": row["wm"]}
+    activation = row.get("activation")
     return ModelSpec(
         depths=tuple(int(v) for v in row["depths"]), widths=tuple(int(v) for v in row["widths"]),
         bottleneck_ratios=tuple(float(v) for v in row["bottleneck_ratios"]),
@@ -137,4 +146,5 @@ def spec_from_row(row) -> ModelSpec:
         strides=tuple(int(v) for v in row["strides"]), stem=row["stem"],
         stem_width=int(row["stem_width"]), block=row["block"], se_ratio=float(row["se_ratio"]),
         in_channels=int(row["in_channels"]), num_classes=int(row["num_classes"]),
-        resolution=int(row["resolution"]), regnet=regnet)
+        resolution=int(row["resolution"]), regnet=regnet,
+        activation=activation if isinstance(activation, str) else "relu")
