@@ -4,6 +4,8 @@ Model i is drawn from its own random stream, seeded by (seed, i): sampling n=600
 first 500 models identical, and model i never depends on how many models are asked for. Candidates are
 drawn and counted in vectorized batches (numpy), so a 2% acceptance rate costs little; the first
 candidate of model i's stream that meets every constraint and is not a duplicate becomes model i.
+The constraints are the regime's complexity bands, then the space's limits (params / acts bounded by
+functions of each candidate's own flops, dsd.design.spaces.Limit).
 """
 from __future__ import annotations
 
@@ -104,7 +106,8 @@ class Sampler:
         self.regnet = space.rule is not None
 
     def candidates(self, rng: np.random.Generator, batch: int) -> tuple[dict, np.ndarray, dict]:
-        """A batch of candidates (after the compatibility step), their acceptance mask and complexity."""
+        """A batch of candidates (after the compatibility step), which are in the regime's complexity
+        bands, and their complexity."""
         v = (draw_regnet_params if self.regnet else draw_stage_params)(self.space, rng, batch)
         depths = v["depth"].astype(np.int64)
         b = v["bottleneck_ratio"].astype(float)
@@ -126,6 +129,13 @@ class Sampler:
             ok &= in_band(stats[name], getattr(self.regime, name))
         v.update(depth=depths, width=widths, group_width=groups, bottleneck_ratio=b)
         return v, ok, stats
+
+    def within_limits(self, stats: dict) -> np.ndarray:
+        """Which candidates meet every limit of the space, each at its own flops."""
+        ok = np.ones(len(stats["flops"]), bool)
+        for limit in self.space.limits:
+            ok &= limit.holds(stats["flops"], stats[limit.stat])
+        return ok
 
     def spec(self, v: dict, stats: dict, i: int) -> tuple[ModelSpec, dict]:
         regnet = {k: float(v[k][i]) for k in ("w0", "wa", "wm")} if self.regnet else None
@@ -156,13 +166,15 @@ def sample(space: Space, regime: Regime, n: int, seed: int = 0,
     rows, seen, draws, dups = [], set(), 0, 0
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        batch, tried, found = FIRST_BATCH, 0, None
+        batch, tried, found, limited = FIRST_BATCH, 0, None, 0
         while found is None:
             if tried >= max_draws_per_model:
-                raise BadInput(
-                    f"found only {i} of {n} models: no candidate for model {i} met the constraints in {tried:,} draws "
-                    f"({draws + tried:,} in all, {dups} duplicates); widen the complexity band or the space")
-            v, ok, stats = sampler.candidates(rng, batch)
+                raise BadInput(f"found only {i} of {n} models: no candidate for model {i} met the constraints in "
+                               f"{tried:,} draws ({draws + tried:,} in all, {dups} duplicates); "
+                               + _what_rejects(space, limited))
+            v, in_bands, stats = sampler.candidates(rng, batch)
+            ok = in_bands & sampler.within_limits(stats)
+            limited += int(np.count_nonzero(in_bands & ~ok))
             used = batch
             for j in np.flatnonzero(ok):
                 spec, counts = sampler.spec(v, stats, j)
@@ -178,6 +190,16 @@ def sample(space: Space, regime: Regime, n: int, seed: int = 0,
         draws += tried
         rows.append(found)
     return Sample(rows, draws, dups)
+
+
+def _what_rejects(space: Space, limited: int) -> str:
+    """The end of the message for a model no candidate gave: the limits, when they rejected candidates
+    that were in the complexity bands, else the bands."""
+    if not limited:
+        return "widen the complexity band or the space"
+    bounds = ", ".join(map(str, space.limits))
+    return (f"{limited:,} candidates in the complexity band failed the limits of space {space.name} "
+            f"({bounds}; F: the model's GFLOPs): loosen its `limits:` or move the band")
 
 
 def regime_for(space: Space, regime: Regime) -> Regime:

@@ -15,6 +15,16 @@ Fixed and tied parameters draw nothing from the random stream, so adding them to
 the draws of every other space as they were. `network: {activation: relu | silu}` (default relu)
 puts SiLU (Swish) in every place of the ReLU; it changes no complexity count.
 
+Limits bound params and acts by a function of each model's own flops F (in GFLOPs, 1e9 multiply-adds),
+so that one file serves every regime and flops band (the paper's RegNetX_C, spaces/examples/RegNetX_C.yaml):
+    limits:
+      params: {max: {const: 3M, coef: 5.5M, power: 1}}   # params <= 3M + 5.5M * F
+      acts:   {max: {coef: 6.5M, power: 0.5}}           # acts <= 6.5M * sqrt(F)
+A bound is `max` or `min` of const + coef * F ** power: const and coef default to 0 (one is needed), power
+to 1; each is a number >= 0, or a quantity such as 5.5M or 3.0e6 (which YAML reads as text), never
+evaluated. `null` (at a bound, a stat, or `limits`) drops what an extended file set. The sampler applies
+them to each candidate, at its own flops, after the regime's complexity bands; `extends` inherits them.
+
 The paper's variant spaces live in spaces/examples/ (example_names): they load by name or short name
 like the built-ins (a built-in wins a clash), but `dsd spaces` lists only the built-ins.
 """
@@ -27,14 +37,15 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import yaml
 
-from dsd.design.regimes import parse_range
+from dsd.design.regimes import parse_quantity, parse_range
 from dsd.design.spec import ACTIVATIONS, BLOCKS, STEMS
 from dsd.errors import BadInput
 
 TOP_KEYS = {"name", "short", "description", "extends", "network", "parameters", "non_decreasing", "rule",
-            "regime", "complexity"}
+            "regime", "complexity", "limits"}
 NETWORK_KEYS = {"stem", "stem_width", "block", "stages", "strides", "se_ratio", "activation"}
 PARAM_KEYS = {"distribution", "low", "high", "quantum", "values", "value", "per_stage", "shared", "same_as"}
 DISTRIBUTIONS = ("uniform", "log_uniform", "choice", "fixed")
@@ -50,6 +61,7 @@ LOWER_BOUNDS = {"depth": (1, True), "width": (1, True), "group_width": (1, True)
 # `short` names the default run folder runs/SHORT, so it must stay one plain folder name inside runs/.
 SHORT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 EXAMPLES_DIR = "examples"  # under the built-in folder
+LIMIT_STATS, LIMIT_SIDES, LIMIT_TERMS = ("params", "acts"), ("max", "min"), ("const", "coef", "power")
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,25 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """stat <= (max) or >= (min) const + coef * F ** power, F the model's own flops in GFLOPs: a bound that
+    scales with the model, as the paper's RegNetX_C bounds params and acts, whatever the flops band."""
+    stat: str
+    side: str
+    const: float = 0.0
+    coef: float = 0.0
+    power: float = 1.0
+
+    def holds(self, flops, values) -> np.ndarray:
+        """Elementwise: does each model (its flops, its params or acts) meet the bound?"""
+        bound = self.const + self.coef * np.power(np.asarray(flops, dtype=float) / 1e9, self.power)
+        return values <= bound if self.side == "max" else values >= bound
+
+    def __str__(self) -> str:
+        return f"{self.stat} {'<=' if self.side == 'max' else '>='} {self.const:g} + {self.coef:g} * F^{self.power:g}"
+
+
+@dataclass(frozen=True)
 class Space:
     name: str
     short: str
@@ -98,6 +129,7 @@ class Space:
     rule: dict | None = None
     regime: str | None = None
     complexity: dict | None = None  # flops / params / acts -> (low, high), parsed from the file's ranges
+    limits: tuple[Limit, ...] = ()  # params / acts bounded by functions of each model's own flops
     source: dict | None = None  # the resolved (merged) mapping, as stored in run.yaml
 
     @property
@@ -311,6 +343,50 @@ def _complexity(complexity, where: str) -> dict | None:
     return {k: parse_range(str(v), f"{where}: complexity: {k}") for k, v in complexity.items()}
 
 
+def _limits(limits, where: str) -> tuple[Limit, ...]:
+    """The file's `limits:` (see the module docstring), parsed; null drops a bound or a stat."""
+    if limits is None:
+        return ()
+    if not isinstance(limits, dict):
+        raise BadInput(f"{where}: limits must be a mapping of params / acts to {{max: ..., min: ...}}")
+    out = []
+    for stat, sides in limits.items():
+        if stat not in LIMIT_STATS:
+            raise BadInput(f"{where}: limits: unknown key {stat!r} (allowed: {', '.join(LIMIT_STATS)}; "
+                           f"flops ranges go under `complexity`)")
+        if sides is not None and not isinstance(sides, dict):
+            raise BadInput(f"{where}: limits: {stat} must be a mapping of max / min to a bound")
+        for side, terms in (sides or {}).items():
+            if side not in LIMIT_SIDES:
+                raise BadInput(f"{where}: limits: {stat}: unknown key {side!r} (allowed: {', '.join(LIMIT_SIDES)})")
+            if terms is not None:
+                out.append(_limit(stat, side, terms, f"{where}: limits: {stat}: {side}"))
+    return tuple(out)
+
+
+def _limit(stat: str, side: str, terms, label: str) -> Limit:
+    """One bound const + coef * F ** power; label names the file and key in messages."""
+    unknown = [k for k in terms if k not in LIMIT_TERMS] if isinstance(terms, dict) else []
+    if unknown:
+        raise BadInput(f"{label}: unknown key {unknown[0]!r} (allowed: {', '.join(LIMIT_TERMS)})")
+    if not isinstance(terms, dict) or not ("const" in terms or "coef" in terms):
+        raise BadInput(f"{label} must be a mapping of const and / or coef (power optional), as in "
+                       f"{{const: 3M, coef: 5.5M, power: 1}}; got {terms!r}")
+    return Limit(stat, side, **{k: _term(v, f"{label}: {k}") for k, v in terms.items()})
+
+
+def _term(value, label: str) -> float:
+    """A limit's number: >= 0 and finite, written as a number or a quantity such as 5.5M."""
+    if isinstance(value, str):
+        try:
+            value = parse_quantity(value)
+        except BadInput as e:
+            raise BadInput(f"{label}: {e}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise BadInput(f"{label} must be a number >= 0 (or a quantity such as 5.5M), got {value!r}")
+    return float(value)
+
+
 def _short(data: dict, where: str) -> str:
     short = str(data.get("short") or re.sub(r"[^a-z0-9._-]+", "-", str(data["name"]).lower()).strip("-."))
     if not SHORT_NAME.fullmatch(short):
@@ -369,4 +445,5 @@ def space_from_mapping(data: dict, where: str = "space") -> Space:
         raise BadInput(f"{where}: regime must be a regime name")
     return Space(name=str(data["name"]), short=_short(data, where), description=str(data.get("description", "")),
                  network=net, params=parsed, non_decreasing=tuple(order), rule=rule, regime=data.get("regime"),
-                 complexity=_complexity(data.get("complexity"), where), source=data)
+                 complexity=_complexity(data.get("complexity"), where), limits=_limits(data.get("limits"), where),
+                 source=data)
