@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dsd import runfolder
 from dsd.design.complexity import complexity
+from dsd.design.regime_files import load_regime
 from dsd.design.regimes import Regime, get_regime, with_overrides
 from dsd.design.sampler import check_count, regime_for, sample
 from dsd.design.spaces import Space, load_space
@@ -27,7 +28,7 @@ from dsd.version import __version__
 from dsd.runfolder import run_status
 
 __all__ = ["BadInput", "ModelSpec", "SampledRun", "complexity", "edf_table", "findings", "fit_runs", "get_regime",
-           "ks_by_size", "load_runs", "load_space", "make_spec", "noise_floor", "rank_agreement", "reseed_run",
+           "ks_by_size", "load_regime", "load_runs", "load_space", "make_spec", "noise_floor", "rank_agreement", "reseed_run",
            "run_status", "sample_run", "sample_series", "search_efficiency", "train_runs", "time_models", "trends", "write_report", "zoo_run"]
 
 
@@ -51,14 +52,15 @@ def sample_run(space: str | Path, n: int, *, regime: str | None = None, seed: in
                force: bool = False) -> SampledRun:
     """Sample n models of a space (built-in name or .yaml file) into a run folder (default runs/SHORT).
 
-    regime: imagenet | cifar | fashion (default: the space file's, else imagenet); flops / params / acts:
+    regime: imagenet | cifar | fashion, a regime file's name (spaces/regimes/) or a regime .yaml file
+    (dsd.design.regime_files; default: the space file's, else imagenet); flops / params / acts:
     ranges such as "360M:400M" over the regime's bands. A folder sampled with the same arguments is left
     as it is; one with fewer models is extended (model i depends only on space, regime, seed and i);
     one made with other arguments is refused unless force, which replaces it and its results.
     """
     check_count(n)
     sp = load_space(space)
-    rg = with_overrides(regime_for(sp, get_regime(regime or sp.regime or "imagenet")), flops, params, acts)
+    rg = with_overrides(regime_for(sp, load_regime(regime or sp.regime or "imagenet")), flops, params, acts)
     folder = Path(out) if out is not None else runfolder.RUNS_ROOT / sp.short
     made, write = _sample_into(folder, runfolder.describe_run(sp, rg, seed, n), sp, rg, n, seed, force)
     if write is not None:
@@ -96,7 +98,7 @@ def sample_series(space: str | Path, n: int, targets, *, regime: str | None = No
 
     check_count(n)
     sp = load_space(space)
-    base = with_overrides(regime_for(sp, get_regime(regime or sp.regime or "imagenet")), None, params, acts)
+    base = with_overrides(regime_for(sp, load_regime(regime or sp.regime or "imagenet")), None, params, acts)
     values = parse_targets(targets)
     count = [int(v) if v.is_integer() else v for v in values]  # run.yaml: 200000000, not 200000000.0
     root = Path(root) if root is not None else runfolder.RUNS_ROOT
@@ -114,13 +116,14 @@ def sample_series(space: str | Path, n: int, targets, *, regime: str | None = No
 
 def zoo_run(out: Path, models: list[str] | None = None, *, regime: str = "imagenet", repeats: int = 1,
             force: bool = False) -> Path:
-    """A run of published RegNet zoo models (default: all 24) under a regime, `repeats` of each, to train
-    under a study's protocol and compare with the paper's errors. The same arguments again change
-    nothing; a folder made otherwise is refused unless force (which replaces it and its results)."""
+    """A run of published RegNet zoo models (default: all 24) under a regime (a name or file, as in
+    sample_run), `repeats` of each, to train under a study's protocol and compare with the paper's
+    errors. The same arguments again change nothing; a folder made otherwise is refused unless force
+    (which replaces it and its results)."""
     from dsd.design.zoo import zoo, zoo_model, zoo_rows
 
     names = [zoo_model(n).name for n in models] if models else [m.name for m in zoo()]
-    rg = get_regime(regime)
+    rg = load_regime(regime)
     rows = zoo_rows(names, rg, repeats)
     meta = {"name": Path(out).name, "space": "zoo", "regime": rg.as_dict(), "seed": 0, "n": len(rows),
             "zoo": {"models": names, "repeats": repeats}, "dsd_version": __version__}

@@ -118,3 +118,10 @@ def test_every_analysis_command_refuses_a_bad_filter_before_loading(tmp_path, co
     assert err.strip().endswith("expected a value after '<='")
     code, _, err = dsd(command, tmp_path / "missing-run", "--split", "b <= 2 or b > 3", *extra)
     assert code == 2 and "expected 'and' at 'or'" in err
+
+
+def test_old_run_folders_read_as_relu_and_quoted_text_is_kept(frame):
+    assert (frame["activation"] == "relu").all()  # synthetic runs write no activation: as old files
+    assert len(subpopulations(frame, where="activation == relu")) == len(frame)
+    assert parse_filter('host == "n1..2"').clauses[0].value == "n1..2"
+    assert [c.value for c in parse_filter("x in -5..-1").clauses] == [-5.0, -1.0]

@@ -15,7 +15,7 @@ from synthetic_runs import anynet_rows, write_run
 def write_copies(source, out, model_ids, repeats, errors, **settings):
     """A copy run of source with a done result per copy (errors in copy order; None: left untrained),
     trained like synthetic_runs.write_run's models unless settings say otherwise."""
-    made = store.copy_models(source, model_ids, repeats, out)
+    made = store.copy_models(source, model_ids, repeats, out, {"made_by": "dsd reseed"})
     for copy_id, err in zip(made.copy_ids, errors):
         if err is not None:
             store.write_result(out, {"model_id": copy_id, "status": "done", "error": err, "best_error": err,
@@ -84,3 +84,13 @@ def test_within_noise():
     row = pd.Series({"seed_sd": 0.4})
     assert within_noise(0.3, row) and within_noise(-0.3, {"seed_sd": 0.4}) and not within_noise(0.5, 0.4)
     assert not within_noise(0.0, float("nan"))
+
+
+def test_a_promote_run_is_not_a_noise_measurement(tmp_path):
+    rng = np.random.default_rng(3)
+    source = write_run(tmp_path / "xa", anynet_rows(8, rng), errors=rng.normal(25, 3, 8))
+    made = store.copy_models(source, [0, 1], 2, tmp_path / "xa-top2", {"made_by": "dsd promote", "top": 2})
+    for copy_id in made.copy_ids:
+        store.write_result(made.run, {"model_id": copy_id, "status": "done", "error": 20.0 + copy_id % 2,
+                                      "epochs": 3, "dataset": "synthetic"})
+    assert noise_floor(load_runs([source, made.run])).empty

@@ -6,7 +6,7 @@ import sys
 
 from helpers import REPO
 
-TOY = "--dataset synthetic --train-images 128 --eval-images 64 --batch-size 32 --epochs 2 --device cpu --cpu-workers 1"
+TOY = "--dataset synthetic --train-images 128 --eval-images 64 --batch-size 32 --epochs 1 --device cpu --cpu-workers 1"
 
 
 def toy_blocks() -> list[str]:

@@ -52,6 +52,18 @@ def model_statistics(frame: pd.DataFrame) -> pd.DataFrame:
     return stats.loc[:, stats.notna().any()]
 
 
+LOG_SCALE_MIN_RATIO = 8.0  # a positive statistic spanning this factor or more is read on a log scale
+
+
+def log_scaled(name: str, values) -> bool:
+    """Whether a statistic is read on a log scale (in figures, and when a best range is called narrow):
+    positive and spanning a factor of 8 or more (widths, flops, ...); depths stay linear, since their
+    steps of one block matter."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return not name.startswith("d") and len(v) > 0 and v.min() > 0 and v.max() / v.min() >= LOG_SCALE_MIN_RATIO
+
+
 def pick_stats(stats: pd.DataFrame, wanted: list[str] | None) -> list[str]:
     """The requested statistics (BadInput naming unknown ones), or with None every one that varies.
 

@@ -32,13 +32,12 @@ from dsd.errors import BadInput
 OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
              "=": operator.eq, "!=": operator.ne}
 TOKEN = re.compile(r"""\s*(?:
-    (?P<number>-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![.\d])[kKmMgGtT]?(?![\w]))
+    (?P<number>-?(?:\d+(?:\.(?!\.)\d*)?|\.\d+)(?:[eE][-+]?\d+)?[kKmMgGtT]?(?!\w)(?!\.(?!\.)))
   | (?P<range>\.\.)
   | (?P<op><=|>=|==|!=|<|>|=)
   | (?P<string>"[^"]*"|'[^']*')
   | (?P<word>[A-Za-z_][\w:/-]*)
   | (?P<bad>\S))""", re.VERBOSE)
-NUMBER_RANGE = re.compile(r"(?<=\d)\.\.")  # "12..28": the range, not the number "12."
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class Filter:
 
 def _tokens(text: str, label: str) -> list[tuple[str, str]]:
     tokens = []
-    for m in TOKEN.finditer(NUMBER_RANGE.sub(" .. ", text)):
+    for m in TOKEN.finditer(text):
         kind = m.lastgroup
         if kind == "bad":
             raise BadInput(f"{label} {text!r}: unexpected {m.group(kind)!r}")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from dsd.analysis.load import run_names, scored
+from dsd.analysis.load import run_meta, run_names, scored
 from dsd.analysis.noise import within_noise
 from dsd.errors import BadInput
 
@@ -44,9 +44,10 @@ class Evidence:
 
     @cached_property
     def spaces(self) -> list[str]:
-        """The runs compared as populations: every run but the copy runs of `dsd reseed`."""
-        copies = set(self.noise["run"]) if len(self.noise) else set()
-        return [name for name in run_names(self.frame) if name not in copies]
+        """The runs compared as populations, samples of a space: not copy runs (`dsd reseed`, `dsd
+        promote`) nor zoo runs, whose models were chosen and repeated, not drawn."""
+        return [name for name in run_names(self.frame)
+                if "copies" not in run_meta(self.frame, name) and run_meta(self.frame, name).get("space") != "zoo"]
 
     @cached_property
     def models(self) -> pd.DataFrame:
@@ -164,7 +165,7 @@ def edf_findings(ev: Evidence) -> list[dict]:
 
 def range_findings(ev: Evidence) -> list[dict]:
     """best-range for each statistic whose bootstrap interval covers at most NARROW of the values seen."""
-    from dsd.analysis.bootstrap import model_statistics
+    from dsd.analysis.bootstrap import log_scaled, model_statistics
 
     try:
         ev.trends
@@ -176,17 +177,19 @@ def range_findings(ev: Evidence) -> list[dict]:
         seen = values[(ev.models["run"] == name).to_numpy()]
         rows = ev.trends[ev.trends["run"] == name]
         for r in rows.itertuples(index=False):
-            span = float(seen[r.stat].max() - seen[r.stat].min())
-            if span <= 0 or (r.hi - r.lo) > NARROW * span:
+            log = log_scaled(r.stat, seen[r.stat])
+            scale = np.log if log else (lambda v: v)
+            span = float(scale(seen[r.stat].max()) - scale(seen[r.stat].min()))
+            share = (scale(r.hi) - scale(r.lo)) / span if span > 0 else np.inf
+            if share > NARROW:
                 continue
-            share = (r.hi - r.lo) / span
             out.append(finding(
                 "best-range",
                 f"In {name}, the best models have {r.stat} in [{r.lo:.4g}, {r.hi:.4g}], most likely {r.median:.4g} "
                 f"(95% bootstrap interval, {share:.0%} of the values seen, {seen[r.stat].min():.4g} to "
-                f"{seen[r.stat].max():.4g}; stated when at most {NARROW:.0%}).",
+                f"{seen[r.stat].max():.4g}{' on a log scale' if log else ''}; stated when at most {NARROW:.0%}).",
                 run=name, stat=r.stat, lo=r.lo, median=r.median, hi=r.hi, share_of_range=share,
-                threshold=NARROW, n=r.n))
+                log_scale=log, threshold=NARROW, n=r.n))
     return out
 
 
@@ -243,9 +246,16 @@ def size_findings(ev: Evidence) -> list[dict]:
         sentence = separation_sentence(ev.ks_sizes, a, b)
         if sentence is None:
             continue
-        enough = rows[rows["power"] >= POWER]
-        out.append(finding("sample-size", sentence + ".", runs=[a, b], alpha=ev.alpha, threshold=POWER,
-                           separating_n=int(enough["n"].min()) if len(enough) else None,
+        rows = rows.sort_values("n")
+        weak = np.flatnonzero(rows["power"].to_numpy() < POWER)
+        separating = None if len(weak) and weak[-1] == len(rows) - 1 else int(rows["n"].iat[weak[-1] + 1 if len(weak) else 0])
+        e_a, e_b = (ev.models.loc[ev.models["run"] == r, "err"].to_numpy() for r in (a, b))
+        full = stats.ks_2samp(e_a, e_b).pvalue
+        if separating is None and full < pair_alpha(ev):  # unequal runs: all models tell more than equal halves
+            sentence += (f"; with all their models ({len(e_a)} and {len(e_b)}) they do separate "
+                         f"(KS p = {full:.2g})")
+        out.append(finding("sample-size", sentence + ".", runs=[a, b], alpha=ev.alpha, level=pair_alpha(ev),
+                           threshold=POWER, separating_n=separating, full_sample_p=full,
                            power={int(r.n): r.power for r in rows.itertuples()}))
     return out
 

@@ -38,6 +38,7 @@ def load_run(run: Path) -> pd.DataFrame:
     run = Path(run)
     meta = runfolder.read_meta(run)
     models = runfolder.read_models(run).to_pandas()
+    models["activation"] = models["activation"].fillna("relu")  # files written before the column: relu
     if models.empty:
         raise BadInput(f"{run}: the run has no models (sample some with `dsd sample`)")
     results = runfolder.read_results(run).to_pandas().drop_duplicates("model_id", keep="last")

@@ -23,7 +23,8 @@ import pandas as pd
 from scipy import stats
 
 from dsd import runfolder
-from dsd.analysis.load import run_names, run_path
+from dsd.analysis.load import run_meta, run_names, run_path
+from dsd.analysis.series import split_side
 
 COLUMNS = ["run", "source", "models", "repeats", "originals", "df", "seed_sd", "seed_sd_lo", "seed_sd_hi",
            "model_sd", "model_sd_from", "ratio"]
@@ -34,9 +35,7 @@ def noise_floor(frame: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     loaded, else its path), models (source models with 2+ errors), repeats (copies per model), originals
     (source errors joined as one more seed), df, seed_sd with its `level` interval, model_sd,
     model_sd_from ("source run" or "copy means") and ratio = seed_sd / model_sd. No copy runs: no rows."""
-    if "source_model_id" not in frame:
-        return pd.DataFrame(columns=COLUMNS)
-    names = [n for n in run_names(frame) if frame.loc[frame["run"] == n, "source_model_id"].notna().any()]
+    names = [n for n in run_names(frame) if is_reseed_run(frame, n)]
     return pd.DataFrame([_noise_row(frame, name, level) for name in names], columns=COLUMNS)
 
 
@@ -76,13 +75,22 @@ def pooled_sd(groups: list[np.ndarray], level: float = 0.95) -> tuple[float, flo
     return float(np.sqrt(ss / df)), float(lo), float(hi), df
 
 
+def is_reseed_run(frame: pd.DataFrame, name: str) -> bool:
+    """Whether a run measures the noise: copies made by `dsd reseed` (a `dsd promote` run holds copies
+    too, but trained with another schedule: its spread is not the noise of the source's protocol)."""
+    copies = run_meta(frame, name).get("copies")
+    return isinstance(copies, dict) and copies.get("made_by") == "dsd reseed"
+
+
 def find_source(frame: pd.DataFrame, name: str) -> tuple[str | None, str]:
     """A copy run's source: (its name in the frame, or None when it is not loaded; a label: the name,
-    else its path)."""
+    else its path). Under --split, the source's half on the same side as the copies' half."""
     rel = frame.loc[(frame["run"] == name) & frame["source_run"].notna(), "source_run"].iat[0]
     path = runfolder.source_folder(run_path(frame, name), rel)
+    split = frame.attrs.get("split")
     for other in run_names(frame):
-        if other != name and Path(run_path(frame, other)).resolve() == path.resolve():
+        same_side = not split or split_side(other, split) == split_side(name, split)
+        if other != name and same_side and Path(run_path(frame, other)).resolve() == path.resolve():
             return other, other
     return None, str(path)
 

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 
 from dsd import runfolder
+from dsd.analysis.bootstrap import log_scaled
 from dsd.analysis.fit import block_widths
 from dsd.analysis.load import top_error
 from dsd.design.regnet import quantized_linear_widths
 
-LOG_SCALE_MIN_RATIO = 8.0
 
 
 def _figure(rows: int, cols: int, width: float = 3.4, height: float = 2.8):
@@ -80,11 +80,8 @@ def edf_figure(curves: dict, table: pd.DataFrame, normalize: str | None = None, 
 def _maybe_log(ax, values, name: str = "") -> None:
     """Log x for positive statistics spanning a wide range (widths, flops, ...), plain tick labels;
     depths stay linear, since their steps of one block matter."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if name.startswith("d") or not len(v) or v.min() <= 0 or v.max() / v.min() < LOG_SCALE_MIN_RATIO:
-        return
-    _plain_log(ax, "x")
+    if log_scaled(name, values):
+        _plain_log(ax, "x")
 
 
 def _plain_log(ax, which: str) -> None:

@@ -17,7 +17,7 @@ from dsd import runfolder
 from dsd.analysis import plots
 from dsd.analysis.bootstrap import model_statistics
 from dsd.analysis.edf import check_bins, edf_curves, edf_table
-from dsd.analysis.findings import NARROW, Evidence, findings
+from dsd.analysis.findings import NARROW, Evidence, findings, pair_alpha
 from dsd.errors import BadInput
 from dsd.analysis.load import run_meta, run_names, run_path, scored, top_error
 from dsd.analysis.search import search_efficiency
@@ -142,8 +142,8 @@ def _epochs_section(ev: Evidence) -> str:
 
 def _sizes_section(ev: Evidence) -> str:
     parts = [_note("Left: the share of random subsamples of n models per run in which KS separates two runs "
-                   f"(p < {ev.alpha:g}). Right: the width of each best-value bootstrap interval on n models, "
-                   "relative to its width on all models.")]
+                   f"(p < {pair_alpha(ev):.2g}: alpha / pairs of runs). Right: the width of each best-value "
+                   "bootstrap interval on n models, relative to its width on all models.")]
     ks = ev.ks_sizes
     try:
         widths = ev.widths

@@ -70,7 +70,7 @@ def series_runs(frame) -> dict[str, dict[str, float]]:
     for run, info in (frame.attrs.get("runs") or {}).items():
         member = _member(info.get("meta") or {})
         if member is not None:
-            name = member[0] + (_side(run, split) if split else "")
+            name = member[0] + (split_side(run, split) if split else "")
             groups.setdefault(name, {})[run] = member[1]
     return {name: dict(sorted(runs.items(), key=lambda item: item[1])) for name, runs in groups.items()
             if len(runs) > 1 and len(set(runs.values())) == len(runs)}
@@ -89,6 +89,6 @@ def _member(meta: dict) -> tuple[str, float] | None:
     return str(entry["name"]), float(target)
 
 
-def _side(run: str, split: str) -> str:
+def split_side(run: str, split: str) -> str:
     """Which half of a --split a run label is (dsd.analysis.filters.subpopulations names them)."""
     return f": not {split}" if run.endswith(f": not {split}") else f": {split}"

@@ -28,13 +28,14 @@ def _band(lo, hi) -> str:
 
 @app.command()
 def spaces(json_out: bool = JSON):
-    """List the built-in design spaces and regimes.
+    """List the built-in design spaces and regimes, and the regime files of spaces/regimes/.
 
     \b
     Examples:
       dsd spaces
       dsd spaces --json
     """
+    from dsd.design.regime_files import load_regime, regime_file_names
     from dsd.design.regimes import REGIMES
     from dsd.design.spaces import builtin_names, load_space
 
@@ -45,9 +46,10 @@ def spaces(json_out: bool = JSON):
                      "free_dims": s.free_dims(), "size": s.size(), "continuous": s.continuous(),
                      "description": s.description})
     regimes = [r.as_dict() for r in REGIMES.values()]
+    files = [load_regime(name).as_dict() for name in regime_file_names()]
     if json_out:
         emit_json({"spaces": [{**r, "size": None if math.isinf(r["size"]) else r["size"]} for r in rows],
-                   "regimes": regimes})
+                   "regimes": regimes, "regime_files": files})
         return
     say(f"{'space':10} {'short':8} {'block':5} {'stages':6} {'free dims':9} {'size':>10}  description")
     for r in rows:
@@ -55,18 +57,27 @@ def spaces(json_out: bool = JSON):
         note = f" (continuous: {', '.join(r['continuous'])})" if r["continuous"] else ""
         say(f"{r['name']:10} {r['short']:8} {r['block']:5} {r['stages']:<6} {r['free_dims']:<9} {size:>10}  "
             f"{r['description']}{note}")
+    _say_regimes(regimes + files)
+    if files:
+        say(f"regime files (spaces/regimes/): {', '.join(r['name'] for r in files)}; "
+            f"--regime takes their names, or a .yaml file of your own")
+
+
+def _say_regimes(regimes: list[dict]) -> None:
+    """The regimes' inputs and bands, then their training protocols (each as Regime.as_dict())."""
+    w = max(9, *(len(r["name"]) for r in regimes))
     say("")
-    say(f"{'regime':9} {'px':>4} {'ch':>3} {'classes':>7} {'stem':7} {'strides':9} {'flops':12} dataset")
+    say(f"{'regime':{w}} {'px':>4} {'ch':>3} {'classes':>7} {'stem':7} {'strides':9} {'flops':12} dataset")
     for r in regimes:
         strides = ",".join(map(str, r["strides"])) if r["strides"] else "space's"
-        say(f"{r['name']:9} {r['resolution']:>4} {r['in_channels']:>3} {r['num_classes']:>7} "
+        say(f"{r['name']:{w}} {r['resolution']:>4} {r['in_channels']:>3} {r['num_classes']:>7} "
             f"{r['stem'] or 'space':7} {strides:9} {_band(*r['flops']):12} {r['dataset']}")
     say("")
-    say(f"{'protocol':9} {'epochs':>6} {'batch':>5} {'lr':>6} {'wd':>7} {'warm-up':>7} {'zero-init':>9} {'images':>13}")
+    say(f"{'protocol':{w}} {'epochs':>6} {'batch':>5} {'lr':>6} {'wd':>7} {'warm-up':>7} {'zero-init':>9} {'images':>13}")
     for r in regimes:
         t = r["train"]
         images = f"{t['train_images'] or 'all'}/{t['eval_images'] or 'all'}"
-        say(f"{r['name']:9} {t['epochs']:>6} {t['batch_size']:>5} {t['lr']:>6g} {t['wd']:>7g} "
+        say(f"{r['name']:{w}} {t['epochs']:>6} {t['batch_size']:>5} {t['lr']:>6g} {t['wd']:>7g} "
             f"{t['warmup_epochs']:>7g} {'yes' if t['zero_init_residual'] else 'no':>9} {images:>13}")
 
 
@@ -74,7 +85,8 @@ def spaces(json_out: bool = JSON):
 def sample(
     space: str = typer.Option(..., "--space", help="Built-in space name (see `dsd spaces`) or a space .yaml file."),
     n: int = typer.Option(..., "--n", help="Number of models to sample."),
-    regime: Optional[str] = typer.Option(None, help="imagenet | cifar | fashion (default: the space's, else imagenet)."),
+    regime: Optional[str] = typer.Option(None, help="imagenet | cifar | fashion, a regime file's name (`dsd spaces`) "
+                                                    "or a regime .yaml file (default: the space's, else imagenet)."),
     seed: int = typer.Option(0, min=0, help="Sampling seed; model i depends only on (space, regime, seed, i)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/<space short name>); with "
                                                   "--flops-targets, the folder that holds the runs (default: runs)."),
@@ -96,6 +108,7 @@ def sample(
     Examples:
       dsd sample --space AnyNetXC --n 500                  # -> runs/xc, 360M..400M flops at 224 px
       dsd sample --space RegNetX --regime cifar --n 100
+      dsd sample --space RegNetX --regime imagenet_160px --n 100     # 360M..400M flops at 160 px
       dsd sample --space spaces/examples/regnet_se_cifar.yaml --n 50 --flops 100M:140M
       dsd sample --space RegNetX --n 100 --flops-targets 200M,400M,800M,1.6G   # -> runs/regnetx-200mf, ...
     """
@@ -124,9 +137,10 @@ def _sampled(made) -> dict:
     if made.unchanged:
         say(f"{folder}: already sampled with these arguments; nothing to do")
         return {"run": str(folder), "n": n, "unchanged": True}
+    limits = "".join(f", {limit}" for limit in made.space.limits)  # the space's own, at each model's flops
     say(f"sampled {n} models from {made.space.name} ({rg.name}: flops {_band(*rg.flops)}, params "
-        f"{_band(*rg.params)}, acts {_band(*rg.acts)}) in {made.seconds:.2f} s: {made.draws:,} candidates, "
-        f"{100 * n / made.draws:.2f}% accepted -> {folder}")
+        f"{_band(*rg.params)}, acts {_band(*rg.acts)}{limits}) in {made.seconds:.2f} s: {made.draws:,} "
+        f"candidates, {100 * n / made.draws:.2f}% accepted -> {folder}")
     return {"run": str(folder), "space": made.space.name, "regime": rg.name, "n": n, "seed": made.seed,
             "draws": made.draws, "acceptance": n / made.draws, "duplicates": made.duplicates,
             "seconds": round(made.seconds, 3)}
@@ -176,7 +190,8 @@ def describe(
     widths: Optional[str] = typer.Option(None, help="Explicit stage widths."),
     group_widths: Optional[str] = typer.Option(None, help="Explicit stage group widths (default 1 each)."),
     bottleneck_ratios: Optional[str] = typer.Option(None, help="Explicit stage bottleneck ratios (default 1 each)."),
-    regime: str = typer.Option("imagenet", help="Defaults for resolution, channels, classes, stem, strides."),
+    regime: str = typer.Option("imagenet", help="Defaults for resolution, channels, classes, stem, strides: a "
+                                                "regime name (`dsd spaces`) or a regime .yaml file."),
     stem: Optional[str] = typer.Option(None, help="simple | cifar | resnet."),
     stem_width: int = typer.Option(32, help="Stem width."),
     block: Optional[str] = typer.Option(None, help="X | Y | R | V (default X, or Y when --se-ratio > 0)."),
@@ -207,10 +222,10 @@ def describe(
             raise BadInput("give --id K with a run folder")
         spec = _spec_from_run(run, model_id)
     elif model is not None:
-        from dsd.design.regimes import get_regime
+        from dsd.design.regime_files import load_regime
         from dsd.design.zoo import zoo_model, zoo_spec
 
-        spec = zoo_spec(zoo_model(model), get_regime(regime))
+        spec = zoo_spec(zoo_model(model), load_regime(regime))
     else:
         spec = _spec_from_options(
             regnet={"depth": depth, "w0": w0, "wa": wa, "wm": wm}, depths=depths, widths=widths,
@@ -239,7 +254,8 @@ def describe(
 @app.command()
 def zoo(
     models: Optional[str] = typer.Option(None, "--models", help="Comma-separated zoo models (default: all 24)."),
-    regime: str = typer.Option("imagenet", help="The regime the models are built for (flops at its input)."),
+    regime: str = typer.Option("imagenet", help="The regime the models are built for (flops at its input): a "
+                                                "regime name (`dsd spaces`) or a regime .yaml file."),
     out: Optional[Path] = typer.Option(None, "--out", help="Make a run of these models in this folder."),
     repeats: int = typer.Option(1, "--repeats", help="With --out: copies of each model (own training seeds)."),
     force: bool = typer.Option(False, help="With --out: replace a run made with other arguments."),
@@ -257,20 +273,20 @@ def zoo(
     """
     from dsd.api import zoo_run
     from dsd.design.complexity import complexity
-    from dsd.design.regimes import get_regime
+    from dsd.design.regime_files import load_regime
     from dsd.design.zoo import zoo as zoo_models, zoo_model, zoo_spec
 
     names = [n for n in (models or "").split(",") if n.strip()]
     if models is not None and not names:
         raise BadInput("--models: no zoo model named")
     chosen = [zoo_model(n) for n in names] if models is not None else list(zoo_models())
-    rg = get_regime(regime)
+    rg = load_regime(regime)
     table = [{"name": m.name, "depth": m.depth, "w0": m.w0, "wa": m.wa, "wm": m.wm, "group_width": m.group_width,
               "se_ratio": m.se_ratio, "published_error": m.published_error, **complexity(zoo_spec(m, rg))}
              for m in chosen]
     run = str(zoo_run(out, [m.name for m in chosen], regime=regime, repeats=repeats, force=force)) if out else None
     if json_out:
-        emit_json({"regime": regime, "models": table, "run": run})
+        emit_json({"regime": rg.name, "models": table, "run": run})
         return
     say_table([["name", "d", "w0", "wa", "wm", "g", "flops", "params", "acts", "top-1 err (100 ep)"]] +
               [[r["name"], str(r["depth"]), f"{r['w0']:g}", f"{r['wa']:g}", f"{r['wm']:g}", str(r["group_width"]),
@@ -284,7 +300,7 @@ def _spec_from_options(regnet: dict, depths, widths, group_widths, bottleneck_ra
                        bottleneck_ratio, regime: str, network: dict):
     """describe's spec from RegNet parameters or explicit stages, under the regime's network, with the
     network options given (not None) taking precedence."""
-    from dsd.design.regimes import get_regime
+    from dsd.design.regime_files import load_regime
     from dsd.design.regnet import regnet_stages
     from dsd.design.spec import make_spec, network_for
 
@@ -298,7 +314,7 @@ def _spec_from_options(regnet: dict, depths, widths, group_widths, bottleneck_ra
     else:
         raise BadInput("give RUN --id K, or --depth --w0 --wa --wm --group-width, or --depths --widths")
     k = len(d)
-    net = network_for(get_regime(regime), k).fields()
+    net = network_for(load_regime(regime), k).fields()
     net.update({key: value for key, value in network.items() if value is not None})
     g = _numbers(group_widths, "group-widths") or [1 if group_width is None else group_width] * k
     b = _numbers(bottleneck_ratios, "bottleneck-ratios", float) or [bottleneck_ratio] * k

@@ -193,7 +193,7 @@ def _read_yaml(path: Path) -> dict:
     except OSError as e:
         raise BadInput(f"{path}: cannot read ({e.strerror})") from None
     if not isinstance(data, dict):
-        raise BadInput(f"{path}: a space file must be a YAML mapping")
+        raise BadInput(f"{path}: not a YAML mapping (a space or regime file is one)")
     return data
 
 
@@ -215,18 +215,28 @@ def _builtin_lookup() -> dict[str, Path]:
     return {**by_name(builtin_dir() / EXAMPLES_DIR, example_names()), **by_name(builtin_dir(), builtin_names())}
 
 
-def _resolve_file(ref: str, relative_to: Path | None = None) -> Path:
-    """A built-in name (case-insensitive, or its short name) or a path to a YAML file."""
-    found = _builtin_lookup().get(str(ref).lower())
+def yaml_file(ref: str, named: dict, relative_to: Path | None, kind: str) -> Path | None:
+    """The file a space or regime reference means: a name of `named` (lower-cased keys), else a YAML
+    path (relative_to: the folder of a file that extends it, tried first); None for a name nothing
+    matches, so the caller names what is known; BadInput for a YAML path that does not exist."""
+    found = named.get(str(ref).lower())
     if found is not None:
         return found
     for candidate in ([relative_to / ref] if relative_to else []) + [Path(ref)]:
         if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
             return candidate
     if Path(ref).suffix in (".yaml", ".yml"):
-        raise BadInput(f"space file {ref} does not exist")
-    raise BadInput(f"unknown space {ref!r} (known: {', '.join(builtin_names())}; examples: "
-                   f"{', '.join(example_names())}; or a path to a .yaml file)")
+        raise BadInput(f"{kind} file {ref} does not exist")
+    return None
+
+
+def _resolve_file(ref: str, relative_to: Path | None = None) -> Path:
+    """A built-in name (case-insensitive, or its short name) or a path to a YAML file."""
+    found = yaml_file(ref, _builtin_lookup(), relative_to, "space")
+    if found is None:
+        raise BadInput(f"unknown space {ref!r} (known: {', '.join(builtin_names())}; examples: "
+                       f"{', '.join(example_names())}; or a path to a .yaml file)")
+    return found
 
 
 def _load_mapping(path: Path, seen: tuple = ()) -> dict:

@@ -378,13 +378,18 @@ def write_fits(run: Path, fits) -> Path:
 
 
 def write_run(folder: Path, meta: dict, rows: list[dict], replace: bool = False) -> None:
-    """Write models.parquet, then run.yaml, each atomically; `replace` first deletes the old run."""
+    """Write models.parquet, then run.yaml, each atomically; `replace` first deletes the old run. A place
+    the checks before could not foresee (e.g. under /proc) is BadInput naming the folder."""
     import shutil
 
     folder = Path(folder)
-    if replace and is_run(folder):
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_parquet(pa.Table.from_pylist(rows, schema=MODEL_SCHEMA), folder / MODELS_FILE)
+    table = pa.Table.from_pylist(rows, schema=MODEL_SCHEMA)
     text = yaml.safe_dump(meta, sort_keys=False)
-    write_atomic(folder / RUN_FILE, lambda tmp: Path(tmp).write_text(text))
+    try:
+        if replace and is_run(folder):
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_parquet(table, folder / MODELS_FILE)
+        write_atomic(folder / RUN_FILE, lambda tmp: Path(tmp).write_text(text))
+    except OSError as e:
+        raise BadInput(f"--out {folder}: cannot write there ({e.strerror or e})") from None
