@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dsd.errors import BadInput
+from dsd.runfolder import sampled_settings
 from dsd.analysis.load import TIMING_COLUMNS, run_names, scored
 
 STAGE_STATS = {"d": "depths", "w": "widths", "b": "bottleneck_ratios", "g": "group_widths"}
@@ -33,7 +34,8 @@ def stage_matrix(column: pd.Series) -> np.ndarray:
 def model_statistics(frame: pd.DataFrame) -> pd.DataFrame:
     """Per model: d1.. w1.. b1.. g1.. (per stage), the stage ratios w2/w1.. d2/d1.., d (total depth),
     w_sum (sum of stage widths),
-    w0, wa, wm (RegNet rows), flops, params, acts, and infer_ms, train_ms for timed runs (`dsd time`).
+    w0, wa, wm (RegNet rows), flops, params, acts, infer_ms, train_ms for timed runs (`dsd time`), and
+    lr, wd where the space draws them per model.
     Columns that no model has are left out."""
     columns = {}
     for prefix, source in STAGE_STATS.items():
@@ -47,6 +49,8 @@ def model_statistics(frame: pd.DataFrame) -> pd.DataFrame:
     columns["d"] = frame["depth"].to_numpy(dtype=float)
     columns["w_sum"] = stage_matrix(frame["widths"]).sum(axis=1) if len(frame) else np.zeros(0)
     for name in ("w0", "wa", "wm", "flops", "params", "acts", *(c for c in TIMING_COLUMNS if c in frame)):
+        columns[name] = frame[name].to_numpy(dtype=float)
+    for name in sampled_settings(frame):  # lr, wd drawn per model: the values each model trained with
         columns[name] = frame[name].to_numpy(dtype=float)
     stats = pd.DataFrame(columns, index=frame.index)
     return stats.loc[:, stats.notna().any()]

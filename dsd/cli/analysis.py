@@ -54,10 +54,11 @@ def _load(runs, figure_out: Path | None = None, where: str | None = None, split:
 
 
 def _warn_mixed(frame) -> None:
-    from dsd.runfolder import SETTING_COLUMNS, mixed_settings
+    from dsd.runfolder import SETTING_COLUMNS, mixed_settings, sampled_settings
 
     for name, part in frame.groupby("run", sort=False):
-        warn_mixed_settings(f"run {name}", mixed_settings(part[["status", *SETTING_COLUMNS]].to_dict("records")))
+        warn_mixed_settings(f"run {name}", mixed_settings(part[["status", *SETTING_COLUMNS]].to_dict("records"),
+                                                          sampled_settings(part)))
 
 
 def _save(fig, path: Path) -> str:

@@ -183,13 +183,21 @@ def sample(space: Space, regime: Regime, n: int, seed: int = 0,
                     dups += 1
                     continue
                 seen.add(key)
-                found, used = spec_to_row(spec, i, space.name, seed, counts), j + 1
+                found, used = {**spec_to_row(spec, i, space.name, seed, counts),
+                               **training_values(space, seed, i)}, j + 1
                 break
             tried += int(used)
             batch = min(2 * batch, MAX_BATCH)
         draws += tried
         rows.append(found)
     return Sample(rows, draws, dups)
+
+
+def training_values(space: Space, seed: int, i: int) -> dict:
+    """Model i's sampled training settings (sampled_lr, sampled_wd), from a stream of their own, so that
+    the architectures are those of the same space without `training:`."""
+    rng = np.random.default_rng([seed, i, 1])
+    return {f"sampled_{p.name}": float(draw(p, rng, ())) for p in space.training}
 
 
 def _what_rejects(space: Space, limited: int) -> str:

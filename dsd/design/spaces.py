@@ -44,7 +44,7 @@ from dsd.design.regimes import parse_quantity, parse_range
 from dsd.design.spec import ACTIVATIONS, BLOCKS, STEMS
 from dsd.errors import BadInput
 
-TOP_KEYS = {"name", "short", "description", "extends", "network", "parameters", "non_decreasing", "rule",
+TOP_KEYS = {"training", "name", "short", "description", "extends", "network", "parameters", "non_decreasing", "rule",
             "regime", "complexity", "limits"}
 NETWORK_KEYS = {"stem", "stem_width", "block", "stages", "strides", "se_ratio", "activation"}
 PARAM_KEYS = {"distribution", "low", "high", "quantum", "values", "value", "per_stage", "shared", "same_as"}
@@ -57,7 +57,8 @@ RULES = ("quantized_linear",)
 # group widths count channels or blocks, b > 0, and the RegNet rule needs w0 > 0, wa >= 0, wm > 1
 # (docs/method.md section 3.1).
 LOWER_BOUNDS = {"depth": (1, True), "width": (1, True), "group_width": (1, True), "bottleneck_ratio": (0, False),
-                "w0": (0, False), "wa": (0, True), "wm": (1, False)}
+                "w0": (0, False), "wa": (0, True), "wm": (1, False), "lr": (0, False), "wd": (0, True)}
+TRAINING_PARAMS = ("lr", "wd")  # training settings a space can sample per model (`training:`)
 # `short` names the default run folder runs/SHORT, so it must stay one plain folder name inside runs/.
 SHORT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 EXAMPLES_DIR = "examples"  # under the built-in folder
@@ -130,6 +131,7 @@ class Space:
     regime: str | None = None
     complexity: dict | None = None  # flops / params / acts -> (low, high), parsed from the file's ranges
     limits: tuple[Limit, ...] = ()  # params / acts bounded by functions of each model's own flops
+    training: tuple[Param, ...] = ()  # lr / wd drawn per model (the appendix's study), not architecture
     source: dict | None = None  # the resolved (merged) mapping, as stored in run.yaml
 
     @property
@@ -397,6 +399,23 @@ def _term(value, label: str) -> float:
     return float(value)
 
 
+def _training(training, where: str) -> tuple[Param, ...]:
+    """`training: {lr: DIST, wd: DIST}`: settings drawn per model like parameters (not per stage, not tied);
+    each model's values go to models.parquet and `dsd train` uses them."""
+    if training is None:
+        return ()
+    if not isinstance(training, dict):
+        raise BadInput(f"{where}: training must be a mapping of {' and '.join(TRAINING_PARAMS)} to distributions")
+    unknown = [k for k in training if k not in TRAINING_PARAMS]
+    if unknown:
+        raise BadInput(f"{where}: training: unknown setting {unknown[0]!r} (allowed: {', '.join(TRAINING_PARAMS)})")
+    parsed = tuple(_param(name, d, f"{where}: training", False) for name, d in training.items())
+    for p in parsed:
+        if p.per_stage or p.distribution == TIED:
+            raise BadInput(f"{where}: training: {p.name!r} is drawn once per model (no per_stage, no same_as)")
+    return parsed
+
+
 def _short(data: dict, where: str) -> str:
     short = str(data.get("short") or re.sub(r"[^a-z0-9._-]+", "-", str(data["name"]).lower()).strip("-."))
     if not SHORT_NAME.fullmatch(short):
@@ -456,4 +475,4 @@ def space_from_mapping(data: dict, where: str = "space") -> Space:
     return Space(name=str(data["name"]), short=_short(data, where), description=str(data.get("description", "")),
                  network=net, params=parsed, non_decreasing=tuple(order), rule=rule, regime=data.get("regime"),
                  complexity=_complexity(data.get("complexity"), where), limits=_limits(data.get("limits"), where),
-                 source=data)
+                 training=_training(data.get("training"), where), source=data)

@@ -21,7 +21,7 @@ from dsd.runfolder.files import (
     CHECKPOINTS_DIR, CLAIMS_DIR, FITS_FILE, FITS_SCHEMA, MODEL_SCHEMA, MODELS_FILE, RESULT_SCHEMA, RESULTS_DIR,
     RUN_FILE, RUNS_ROOT, SETTING_COLUMNS, STATUSES, WEIGHTS_DIR, check_result, check_run_folder, checkpoint_path,
     describe_run, find_runs, is_run, meta_differences, mixed_settings, read_meta, read_models, read_regime,
-    read_results, read_table, read_timings, remove_orphans, require_run, result_path, setting_value, source_folder,
+    read_results, read_table, read_timings, sampled_settings, remove_orphans, require_run, result_path, setting_value, source_folder,
     trained_settings, weights_path, write_atomic, write_fits, write_parquet, write_result, write_run,
     TIMING_SCHEMA, TIMINGS_FILE, write_timings,
 )
@@ -35,5 +35,5 @@ __all__ = [
     "read_models", "read_regime", "read_results", "read_table", "refresh", "release", "remove_orphans",
     "require_run", "reseed", "beside", "best_models", "promote", "result_path", "run_status", "setting_value", "source_folder",
     "source_settings", "trained_settings", "weights_path", "write_atomic", "write_fits", "write_parquet",
-    "write_result", "write_run", "TIMING_SCHEMA", "TIMINGS_FILE", "read_timings", "write_timings",
+    "write_result", "write_run", "sampled_settings", "TIMING_SCHEMA", "TIMINGS_FILE", "read_timings", "write_timings",
 ]

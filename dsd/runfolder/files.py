@@ -42,6 +42,8 @@ MODEL_SCHEMA = pa.schema([
     ("source_run", pa.string()), ("source_model_id", pa.int64()),
     # relu | silu (network: activation in the space file); null in files written before it: relu
     ("activation", pa.string()),
+    # lr / wd drawn per model by a space's `training:` (dsd train uses them); null: the run's settings
+    ("sampled_lr", pa.float64()), ("sampled_wd", pa.float64()),
 ])
 
 RESULT_SCHEMA = pa.schema([
@@ -70,7 +72,7 @@ TIMING_SCHEMA = pa.schema([
 
 # columns added after the first release: files written before read them as null
 RESULT_COLUMNS_ADDED = ("warmup_epochs", "zero_init_residual")
-MODEL_COLUMNS_ADDED = ("source_run", "source_model_id", "activation")
+MODEL_COLUMNS_ADDED = ("source_run", "source_model_id", "activation", "sampled_lr", "sampled_wd")
 
 STATUSES = ("done", "failed", "diverged")
 
@@ -231,12 +233,21 @@ def trained_settings(results: list[dict]) -> dict[str, list]:
     return {c: sorted({setting_value(r.get(c)) for r in done}, key=str) for c in SETTING_COLUMNS}
 
 
-def mixed_settings(results: list[dict]) -> dict[str, list]:
+def mixed_settings(results: list[dict], sampled=()) -> dict[str, list]:
     """The training settings on which a run's finished models differ: {column: distinct values}.
 
     Models trained under other settings (another data set, more epochs, ...) are not comparable, and
-    the statistics would pool them; callers warn."""
-    return {c: v for c, v in trained_settings(results).items() if len(v) > 1}
+    the statistics would pool them; callers warn. `sampled`: the settings the run's space draws per
+    model (lr, wd): they differ by design."""
+    return {c: v for c, v in trained_settings(results).items() if len(v) > 1 and c not in sampled}
+
+
+def sampled_settings(models) -> list[str]:
+    """The training settings a run's models carry their own values of (a pyarrow table or DataFrame)."""
+    names = models.column_names if hasattr(models, "column_names") else list(models.columns)
+    return [k for k in ("lr", "wd") if f"sampled_{k}" in names and
+            (models[f"sampled_{k}"].null_count < len(models) if hasattr(models, "column_names")
+             else models[f"sampled_{k}"].notna().any())]
 
 
 def write_atomic(path: Path, write) -> None:

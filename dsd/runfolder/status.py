@@ -43,4 +43,4 @@ def run_status(run) -> dict:
             "best_error": min(errors) if errors else None,
             "mean_error": sum(errors) / len(errors) if errors else None,
             "near_chance": near, "near_chance_flag": near is not None and near > NEAR_CHANCE_SHARE,
-            "mixed_settings": files.mixed_settings(results)}
+            "mixed_settings": files.mixed_settings(results, files.sampled_settings(models))}

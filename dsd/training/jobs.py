@@ -63,8 +63,14 @@ def plan(run, settings: TrainSettings, ids: list[int] | None = None, retry_faile
         if unknown:
             raise BadInput(f"{run}: no model with id {', '.join(map(str, unknown))} (ids are {min(rows)}..{max(rows)})")
     chosen = [rows[i] for i in ids] if ids else list(rows.values())
-    return [Job(str(run), r["model_id"], spec_from_row(r), settings) for r in chosen
+    return [Job(str(run), r["model_id"], spec_from_row(r), model_settings(settings, r)) for r in chosen
             if needs_training(run, r["model_id"], retry_failed)]
+
+
+def model_settings(settings: TrainSettings, row: dict) -> TrainSettings:
+    """The run's settings with the model's own sampled lr and wd, when its space draws them."""
+    own = {k: row[f"sampled_{k}"] for k in ("lr", "wd") if row.get(f"sampled_{k}") is not None}
+    return replace(settings, **own) if own else settings
 
 
 def run_settings(run, **overrides) -> TrainSettings:
