@@ -171,3 +171,17 @@ def test_comparison_gives_each_zoo_model_its_error_over_repeats_and_the_publishe
     assert table["err_sd"].tolist() == pytest.approx([np.std([30, 31, 35], ddof=1), np.std([20, 22], ddof=1)])
     assert table["published_error"].tolist() == [31.1, 27.3]
     assert table["flops"].iat[0] == complexity(zoo_spec(zoo()[0], get_regime("fashion")))["flops"]
+
+
+def test_comparison_carries_the_measured_time_when_the_run_is_timed(tmp_path):
+    from dsd.analysis.compare import model_comparison
+    from dsd.analysis.load import load_runs
+
+    run = tmp_path / "zoo"
+    assert dsd("zoo", "--models", "RegNetX-200MF", "--regime", "fashion", "--repeats", "2", "--out", run)[0] == 0
+    for model_id in (0, 1):
+        store.write_result(run, {"model_id": model_id, "status": "done", "error": 30.0, "epochs": 1})
+    store.write_timings(run, [{"model_id": 0, "device": "cpu", "batch": 8, "infer_s": 0.010, "train_s": 0.030},
+                              {"model_id": 1, "device": "cpu", "batch": 8, "infer_s": 0.012, "train_s": 0.034}])
+    table = model_comparison(load_runs([run]))
+    assert table["infer_ms"].iat[0] == pytest.approx(11.0) and table["train_ms"].iat[0] == pytest.approx(32.0)

@@ -1,13 +1,14 @@
 """Models trained several times: promoted models (`dsd promote`), copy runs (`dsd reseed`) and zoo runs
 (`dsd zoo --out`), one row per model with the mean and spread of its error over the repeats, its
-complexity, and for a published zoo model the paper's 100-epoch ImageNet error beside it.
+complexity and measured time (`dsd time`, when timed), and for a published zoo model the paper's
+100-epoch ImageNet error beside it.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from dsd.analysis.load import run_meta, run_names
+from dsd.analysis.load import TIMING_COLUMNS, run_meta, run_names
 from dsd.design.zoo import zoo
 
 COLUMNS = ["run", "model", "repeats", "err_mean", "err_sd", "err_min", "err_max", "flops", "params", "acts",
@@ -36,9 +37,14 @@ def model_comparison(frame: pd.DataFrame) -> pd.DataFrame:
         grouped = part.assign(model=_model_key(part, zoo_run)).groupby("model", sort=False)
         table = grouped["err"].agg(repeats="count", err_mean="mean", err_sd="std", err_min="min",
                                    err_max="max").reset_index()
-        sizes = grouped[["flops", "params", "acts"]].first().reset_index(drop=True)
+        measured = [c for c in TIMING_COLUMNS if c in part]  # `dsd time`: the median over the repeats
+        sizes = pd.concat([grouped[["flops", "params", "acts"]].first(), grouped[measured].median()],
+                          axis=1).reset_index(drop=True)
         table = pd.concat([table, sizes], axis=1)
         table.insert(0, "run", name)
         table["published_error"] = table["model"].map(published).astype(float) if zoo_run else np.nan
         tables.append(table)
-    return pd.concat(tables, ignore_index=True)[COLUMNS] if tables else pd.DataFrame(columns=COLUMNS)
+    if not tables:
+        return pd.DataFrame(columns=COLUMNS)
+    table = pd.concat(tables, ignore_index=True)
+    return table[COLUMNS + [c for c in TIMING_COLUMNS if c in table]]
