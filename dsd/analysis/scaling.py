@@ -1,5 +1,5 @@
-"""How the best models' complexity grows with flops across a flop-regime series (the paper's Fig. 12):
-activations like sqrt(flops), parameters about linearly, runtime in between.
+"""How the best models' complexity grows with flops across a flop-regime series (docs/method.md section
+5.5, the paper's Fig. 12): activations like sqrt(flops), parameters about linearly, runtime in between.
 
 For each series (dsd.analysis.series), the `top` best models of each of its runs are pooled and, per
 statistic s (acts, params, and infer_ms / train_ms once timed), the exponent k of s ~ flops^k is the
