@@ -102,16 +102,44 @@ def sample_series(space: str | Path, n: int, targets, *, regime: str | None = No
     values = parse_targets(targets)
     count = [int(v) if v.is_integer() else v for v in values]  # run.yaml: 200000000, not 200000000.0
     root = Path(root) if root is not None else runfolder.RUNS_ROOT
-    planned = []
+    runs = []
     for value, target in zip(values, count):
         rg, name = replace(base, flops=band(value)), run_name(sp.short, value)
         meta = {**runfolder.describe_run(sp, rg, seed, n), "name": name,
                 "series": {"name": sp.short, "targets": count, "target": target}}
-        planned.append(_sample_into(root / name, meta, sp, rg, n, seed, force))
-    for _, write in planned:
-        if write is not None:
-            write()
-    return [made for made, _ in planned]
+        runs.append((root / name, meta, rg, runfolder.check_run_folder(root / name, meta, force)))
+    drawn = _draw_all(sp, [rg for _, _, rg, action in runs if action != "same"], n, seed)
+    made = []
+    for folder, meta, rg, action in runs:
+        if action == "same":
+            runfolder.read_models(folder)  # a corrupt models file is not "already sampled": name it
+            made.append(SampledRun(folder, sp, rg, n, seed, unchanged=True))
+            continue
+        sample_, seconds = drawn.pop(0)
+        runfolder.write_run(folder, meta, sample_.rows, replace=action == "replace")
+        made.append(SampledRun(folder, sp, rg, n, seed, sample_.draws, sample_.duplicates, seconds))
+    return made
+
+
+def _draw_all(sp: Space, regimes: list[Regime], n: int, seed: int) -> list:
+    """[(Sample, seconds)] per regime, drawn in processes on every core: the runs of a series are
+    independent, and drawing is the time a series takes."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    jobs = [(sp, rg, n, seed) for rg in regimes]
+    workers = min(len(jobs), os.cpu_count() or 1)
+    if workers <= 1:
+        return [_timed_sample(job) for job in jobs]
+    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+        return list(pool.map(_timed_sample, jobs))
+
+
+def _timed_sample(job: tuple) -> tuple:
+    t = time.perf_counter()
+    drawn = sample(*job)
+    return drawn, time.perf_counter() - t
 
 
 def zoo_run(out: Path, models: list[str] | None = None, *, regime: str = "imagenet", repeats: int = 1,
