@@ -30,12 +30,14 @@ dsd train runs/demo-xa runs/demo-regnetx --device cpu --cpu-workers 2
 # 4. What came out.
 dsd status runs/demo-xa runs/demo-regnetx
 
-# 5. The analysis: EDFs with the KS test, bootstrap trends, quantized linear fits, search efficiency,
-#    and all of it in one self-contained HTML page.
+# 5. The analysis: EDFs with the KS test, bootstrap trends, quantized linear fits, search efficiency.
 dsd edf runs/demo-xa runs/demo-regnetx --plot
 dsd trends runs/demo-regnetx --plot --stats d,w0,wa,wm,flops
 dsd fit-linear runs/demo-xa runs/demo-regnetx --top 10 --plot
 dsd search-efficiency runs/demo-xa runs/demo-regnetx --plot
+# 6. What the numbers support, each statement with its test (with 6 models a space, mostly that the
+#    spaces do not differ detectably yet), then all of it in one report that opens with these findings.
+dsd findings runs/demo-xa runs/demo-regnetx --samples 2000
 report=$(dsd report runs/demo-xa runs/demo-regnetx --out runs/demo-report.html)
 echo
 echo "demo: report written to $report (open it in a browser)"
