@@ -100,7 +100,7 @@ def _fit_section(frame: pd.DataFrame, fits: pd.DataFrame) -> str:
     mean_fit = fits[fits["scope"] == "model"].groupby("run", sort=False)["e_fit"].agg(["mean", "median"])
     summary = pop.merge(mean_fit.add_prefix("e_fit_").reset_index(), on="run", how="left")
     return _section("Quantized linear fits of the top 20 models",
-                    _img(plots.fit_figure(frame, fits), "quantized linear fits"),
+                    _img(plots.fit_figure(frame, fits, best=2), "quantized linear fits"),  # `dsd fit-linear`: 3
                     _note("Population: one rule for the pooled blocks of the top models, and the least-"
                           "squares line w_j = linear_w0 + linear_wa * j."),
                     _table(summary, "fits"))
