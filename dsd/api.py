@@ -60,25 +60,32 @@ def sample_run(space: str | Path, n: int, *, regime: str | None = None, seed: in
     """
     check_count(n)
     sp = load_space(space)
-    rg = with_overrides(regime_for(sp, load_regime(regime or sp.regime or "imagenet")), flops, params, acts)
+    rg = _space_regime(sp, regime, flops, params, acts)
     folder = Path(out) if out is not None else runfolder.RUNS_ROOT / sp.short
-    made, write = _sample_into(folder, runfolder.describe_run(sp, rg, seed, n), sp, rg, n, seed, force)
-    if write is not None:
-        write()
+    return _sample_runs(sp, [(folder, runfolder.describe_run(sp, rg, seed, n), rg)], n, seed, force)[0]
+
+
+def _space_regime(sp: Space, regime: str | None, flops, params, acts) -> Regime:
+    """The regime a space is sampled under: the one named (default: the space file's, else imagenet),
+    fitted to the space, with the bands given."""
+    return with_overrides(regime_for(sp, load_regime(regime or sp.regime or "imagenet")), flops, params, acts)
+
+
+def _sample_runs(sp: Space, planned: list[tuple], n: int, seed: int, force: bool) -> list[SampledRun]:
+    """Sample (folder, run.yaml, regime) each: every folder is checked and every run drawn before any is
+    written; a folder already holding its sample is left as it is."""
+    checked = [(folder, meta, rg, runfolder.check_run_folder(folder, meta, force)) for folder, meta, rg in planned]
+    drawn = iter(_draw_all(sp, [rg for _, _, rg, action in checked if action != "same"], n, seed))
+    made = []
+    for folder, meta, rg, action in checked:
+        if action == "same":
+            runfolder.read_models(folder)  # a corrupt models file is not "already sampled": name it
+            made.append(SampledRun(folder, sp, rg, n, seed, unchanged=True))
+            continue
+        result, seconds = next(drawn)
+        runfolder.write_run(folder, meta, result.rows, replace=action == "replace")
+        made.append(SampledRun(folder, sp, rg, n, seed, result.draws, result.duplicates, seconds))
     return made
-
-
-def _sample_into(folder: Path, meta: dict, sp: Space, rg: Regime, n: int, seed: int, force: bool):
-    """Check folder against meta and draw its models, writing nothing: (SampledRun, write), where
-    write() writes the run, or is None when the folder already holds this sample."""
-    action = runfolder.check_run_folder(folder, meta, force)
-    if action == "same":
-        runfolder.read_models(folder)  # a corrupt models file is not "already sampled": name it
-        return SampledRun(folder, sp, rg, n, seed, unchanged=True), None
-    t = time.perf_counter()
-    drawn = sample(sp, rg, n, seed)
-    made = SampledRun(folder, sp, rg, n, seed, drawn.draws, drawn.duplicates, time.perf_counter() - t)
-    return made, lambda: runfolder.write_run(folder, meta, drawn.rows, replace=action == "replace")
 
 
 def sample_series(space: str | Path, n: int, targets, *, regime: str | None = None, seed: int = 0,
@@ -98,32 +105,22 @@ def sample_series(space: str | Path, n: int, targets, *, regime: str | None = No
 
     check_count(n)
     sp = load_space(space)
-    base = with_overrides(regime_for(sp, load_regime(regime or sp.regime or "imagenet")), None, params, acts)
+    base = _space_regime(sp, regime, None, params, acts)
     values = parse_targets(targets)
     count = [int(v) if v.is_integer() else v for v in values]  # run.yaml: 200000000, not 200000000.0
     root = Path(root) if root is not None else runfolder.RUNS_ROOT
-    runs = []
+    planned = []
     for value, target in zip(values, count):
         rg, name = replace(base, flops=band(value)), run_name(sp.short, value)
         meta = {**runfolder.describe_run(sp, rg, seed, n), "name": name,
                 "series": {"name": sp.short, "targets": count, "target": target}}
-        runs.append((root / name, meta, rg, runfolder.check_run_folder(root / name, meta, force)))
-    drawn = _draw_all(sp, [rg for _, _, rg, action in runs if action != "same"], n, seed)
-    made = []
-    for folder, meta, rg, action in runs:
-        if action == "same":
-            runfolder.read_models(folder)  # a corrupt models file is not "already sampled": name it
-            made.append(SampledRun(folder, sp, rg, n, seed, unchanged=True))
-            continue
-        sample_, seconds = drawn.pop(0)
-        runfolder.write_run(folder, meta, sample_.rows, replace=action == "replace")
-        made.append(SampledRun(folder, sp, rg, n, seed, sample_.draws, sample_.duplicates, seconds))
-    return made
+        planned.append((root / name, meta, rg))
+    return _sample_runs(sp, planned, n, seed, force)
 
 
 def _draw_all(sp: Space, regimes: list[Regime], n: int, seed: int) -> list:
-    """[(Sample, seconds)] per regime, drawn in processes on every core: the runs of a series are
-    independent, and drawing is the time a series takes."""
+    """[(Sample, seconds)] per regime, drawn in processes on every core when there are several (the runs
+    of a series are independent, and drawing is the time a series takes), else in this process."""
     import os
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
@@ -193,12 +190,10 @@ def load_runs(runs=None, *, where: str | None = None, split: str | None = None):
 
     where / split: a filter such as "b <= 2 and flops >= 380M" (dsd.analysis.filters): keep the models
     that satisfy it, or make each run two sub-populations, "RUN: EXPR" and "RUN: not EXPR"."""
-    from dsd.analysis.filters import parse_filter, subpopulations
+    from dsd.analysis.filters import check_filters, subpopulations
     from dsd.analysis.load import load_runs as load
 
-    for label, text in (("where", where), ("split", split)):
-        if text is not None:
-            parse_filter(text, label)
+    check_filters(where, split, prefix="")
     return subpopulations(load(runfolder.find_runs(runs)), where, split)
 
 

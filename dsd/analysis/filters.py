@@ -115,6 +115,14 @@ def parse_filter(text: str, label: str = "--where") -> Filter:
         i += 1
 
 
+def check_filters(where: str | None, split: str | None, prefix: str = "--") -> None:
+    """Parse both filters before any data is read, so that a bad one is refused first (prefix: how the
+    options are named in messages, "--" on the command line, "" in Python)."""
+    for option, text in (("where", where), ("split", split)):
+        if text is not None:
+            parse_filter(text, prefix + option)
+
+
 def _at(tokens, i: int) -> str:
     return repr(tokens[i][1]) if i < len(tokens) else "the end"
 

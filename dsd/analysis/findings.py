@@ -54,6 +54,17 @@ class Evidence:
         return scored(self.frame)
 
     @cached_property
+    def errors(self) -> dict[str, np.ndarray]:
+        """The error of each scored model, per compared run."""
+        return {name: self.models.loc[self.models["run"] == name, "err"].to_numpy() for name in self.spaces}
+
+    @cached_property
+    def pair_tests(self) -> dict[tuple[str, str], tuple[float, float]]:
+        """(KS D, p) of every pair of compared runs, on all their models (scipy's ks_2samp)."""
+        tests = {(a, b): stats.ks_2samp(self.errors[a], self.errors[b]) for a, b in combinations(self.spaces, 2)}
+        return {pair: (float(t.statistic), float(t.pvalue)) for pair, t in tests.items()}
+
+    @cached_property
     def trends(self) -> pd.DataFrame:
         from dsd.analysis.bootstrap import trends
 
@@ -132,20 +143,17 @@ def noise_sd(ev: Evidence, runs: tuple[str, ...]) -> float | None:
 
 def edf_findings(ev: Evidence) -> list[dict]:
     """edf-order for each pair of runs whose EDFs differ (KS p < pair_alpha), edf-same for the rest."""
-    errors = {name: ev.models.loc[ev.models["run"] == name, "err"].to_numpy() for name in ev.spaces}
-    pairs = list(combinations(ev.spaces, 2))
-    level = pair_alpha(ev)
+    errors, pairs, level = ev.errors, list(ev.pair_tests), pair_alpha(ev)
     out = []
-    for a, b in pairs:
-        test = stats.ks_2samp(errors[a], errors[b])
+    for (a, b), (ks_d, ks_p) in ev.pair_tests.items():
         ma, mb = float(np.median(errors[a])), float(np.median(errors[b]))
         better, worse = (a, b) if (ma, np.mean(errors[a])) <= (mb, np.mean(errors[b])) else (b, a)
         m_better, m_worse = min(ma, mb), max(ma, mb)
-        common = dict(ks_d=float(test.statistic), ks_p=float(test.pvalue), level=level, alpha=ev.alpha,
+        common = dict(ks_d=ks_d, ks_p=ks_p, level=level, alpha=ev.alpha,
                       pairs=len(pairs), n={a: len(errors[a]), b: len(errors[b])})
         threshold = f"{level:.2g}" + (f" = {ev.alpha:g} / {len(pairs)} pairs" if len(pairs) > 1 else "")
-        test_text = f"KS D = {test.statistic:.2f}, p = {test.pvalue:.2g}"
-        if test.pvalue >= level:
+        test_text = f"KS D = {ks_d:.2f}, p = {ks_p:.2g}"
+        if ks_p >= level:
             out.append(finding("edf-same", f"{a} and {b} do not differ detectably ({test_text}, not below "
                                            f"{threshold}; n = {len(errors[a])} and {len(errors[b])}).",
                                runs=[a, b], **common))
@@ -239,21 +247,18 @@ def epoch_findings(ev: Evidence) -> list[dict]:
 
 def size_findings(ev: Evidence) -> list[dict]:
     """sample-size: from how many models per run KS separates each pair of runs (in POWER of subsamples)."""
-    from dsd.analysis.samplesize import separation_sentence
+    from dsd.analysis.samplesize import pair_rows, separating_n, separation_sentence
 
     out = []
-    for (a, b), rows in ev.ks_sizes.groupby(["a", "b"], sort=False):
-        sentence = separation_sentence(ev.ks_sizes, a, b)
+    for (a, b), (_, full) in ev.pair_tests.items():
+        sentence = separation_sentence(ev.ks_sizes, a, b, POWER)
         if sentence is None:
             continue
-        rows = rows.sort_values("n")
-        weak = np.flatnonzero(rows["power"].to_numpy() < POWER)
-        separating = None if len(weak) and weak[-1] == len(rows) - 1 else int(rows["n"].iat[weak[-1] + 1 if len(weak) else 0])
-        e_a, e_b = (ev.models.loc[ev.models["run"] == r, "err"].to_numpy() for r in (a, b))
-        full = stats.ks_2samp(e_a, e_b).pvalue
+        rows = pair_rows(ev.ks_sizes, a, b)
+        separating = separating_n(rows, POWER)
         if separating is None and full < pair_alpha(ev):  # unequal runs: all models tell more than equal halves
-            sentence += (f"; with all their models ({len(e_a)} and {len(e_b)}) they do separate "
-                         f"(KS p = {full:.2g})")
+            sentence += (f"; with all their models ({len(ev.errors[a])} and {len(ev.errors[b])}) they do "
+                         f"separate (KS p = {full:.2g})")
         out.append(finding("sample-size", sentence + ".", runs=[a, b], alpha=ev.alpha, level=pair_alpha(ev),
                            threshold=POWER, separating_n=separating, full_sample_p=full,
                            power={int(r.n): r.power for r in rows.itertuples()}))

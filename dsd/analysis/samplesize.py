@@ -142,18 +142,29 @@ def width_by_size(frame: pd.DataFrame, sizes=None, stats=None, samples: int = 10
     return pd.concat(tables, ignore_index=True)[WIDTH_COLUMNS]
 
 
+def pair_rows(table: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """The rows of one pair (in either order), by n."""
+    return table[((table["a"] == a) & (table["b"] == b)) | ((table["a"] == b) & (table["b"] == a))].sort_values("n")
+
+
+def separating_n(part: pd.DataFrame, power: float = 0.8) -> int | None:
+    """The smallest n from which a pair's power stays at least `power` at every larger n (part: its
+    rows by n), or None when it does not at the largest n."""
+    weak = np.flatnonzero(part["power"].to_numpy() < power)
+    if len(weak) and weak[-1] == len(part) - 1:
+        return None
+    return int(part["n"].iat[weak[-1] + 1 if len(weak) else 0])
+
+
 def separation_sentence(table: pd.DataFrame, a: str, b: str, power: float = 0.8) -> str | None:
     """From which n on the pair separates in at least `power` of the subsamples, or its power at the
     largest n; None when the table has no row for the pair (in either order)."""
-    part = table[((table["a"] == a) & (table["b"] == b)) | ((table["a"] == b) & (table["b"] == a))]
+    part = pair_rows(table, a, b)
     if part.empty:
         return None
-    part = part.sort_values("n")
-    alpha, powers = part["alpha"].iat[0], part["power"].to_numpy()
-    weak = np.flatnonzero(powers < power)
-    if not len(weak) or weak[-1] < len(part) - 1:
-        n = part["n"].iat[weak[-1] + 1 if len(weak) else 0]
-        return (f"{a} and {b} separate (KS p < {alpha:.2g} in at least {100 * power:g}% of subsamples) "
-                f"from n = {n} models per run")
+    n = separating_n(part, power)
+    if n is not None:
+        return (f"{a} and {b} separate (KS p < {part['alpha'].iat[0]:.2g} in at least {100 * power:g}% of "
+                f"subsamples) from n = {n} models per run")
     return (f"{a} and {b} do not separate reliably at any n up to {part['n'].iat[-1]} "
-            f"(power {powers[-1]:.2f} at n = {part['n'].iat[-1]})")
+            f"(power {part['power'].iat[-1]:.2f} at n = {part['n'].iat[-1]})")

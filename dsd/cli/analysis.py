@@ -29,14 +29,12 @@ def _load(runs, figure_out: Path | None = None, where: str | None = None, split:
     ./runs with nothing trained yet are skipped.
 
     A figure's --out and the filters' syntax are checked first, so that bad ones are refused before any work."""
-    from dsd.analysis.filters import parse_filter, subpopulations
+    from dsd.analysis.filters import check_filters, subpopulations
     from dsd.analysis.load import load_runs, run_path
     from dsd.runfolder import find_runs
 
     check_figure_out(figure_out)
-    for option, text in (("--where", where), ("--split", split)):
-        if text is not None:
-            parse_filter(text, option)
+    check_filters(where, split)
     paths = find_runs(runs)
     frame = load_runs(paths)
     if not runs:
