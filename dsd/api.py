@@ -27,9 +27,9 @@ from dsd.errors import BadInput
 from dsd.version import __version__
 from dsd.runfolder import run_status
 
-__all__ = ["BadInput", "ModelSpec", "SampledRun", "complexity", "edf_table", "findings", "fit_runs", "get_regime",
+__all__ = ["BadInput", "ModelSpec", "SampledRun", "compact_runs", "complexity", "edf_table", "findings", "fit_runs", "get_regime", "import_nds", "import_pycls",
            "ks_by_size", "load_regime", "load_runs", "load_space", "make_spec", "noise_floor", "rank_agreement", "reseed_run",
-           "run_status", "sample_run", "sample_series", "search_efficiency", "train_runs", "time_models", "trends", "write_report", "zoo_run"]
+           "run_status", "sample_run", "sample_series", "search_efficiency", "slurm_sweep", "train_runs", "time_models", "trends", "write_report", "zoo_run"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,23 @@ def zoo_run(out: Path, models: list[str] | None = None, *, regime: str = "imagen
     return Path(out)
 
 
+def import_nds(path: Path, *, out: Path | None = None, force: bool = False, regime: str | None = None):
+    """An NDS data file (facebookresearch/nds: ResNet, ResNeXt, Vanilla spaces) as a run folder, default
+    runs/nds-NAME (dsd.importers); returns a dsd.importers.ImportedRun. The same file again changes
+    nothing; a folder holding anything else is refused unless force, which replaces it."""
+    from dsd.importers import import_nds as run_import
+
+    return run_import(path, out=out, force=force, regime=regime)
+
+
+def import_pycls(sweep_dir: Path, *, out: Path | None = None, force: bool = False):
+    """A pycls sweep folder (cfgs/*.yaml, logs/*/stdout.log, sweep.json) as a run folder, default
+    runs/pycls-NAME (dsd.importers), as import_nds."""
+    from dsd.importers import import_pycls as run_import
+
+    return run_import(sweep_dir, out=out, force=force)
+
+
 def time_models(runs=None, *, ids: list[int] | None = None, on_model=None, **options) -> dict:
     """Measure each model's inference and training-step time on a device into RUN/timings.parquet
     (dsd.training.timing; options: device, batch, repeats, warmup, threads). The analysis then has
@@ -183,6 +200,20 @@ def train_runs(runs=None, **options) -> dict:
     from dsd.training.sweep import train_runs as sweep
 
     return sweep(runfolder.find_runs(runs), **options)
+
+
+def slurm_sweep(runs=None, jobs: int = 1, *, gpus_per_job: int = 0, models_per_gpu: int = 1,
+                cpus_per_job: int | None = None, partition: str | None = None, time_limit: str | None = None,
+                dry_run: bool = False, **options) -> dict:
+    """Train the runs on a SLURM cluster: an sbatch array of `jobs` tasks, each `dsd train` on the shared
+    run folders (dsd.training.slurm), written to RUN/slurm/dsd-train.sbatch and submitted unless dry_run.
+
+    options: train_runs's (epochs, dataset, ids, ...), checked here as train_runs checks them. Returns
+    the script's path, the job id (None on a dry run) and the models left to train."""
+    from dsd.training.slurm import SlurmOptions, slurm_sweep as submit
+
+    slurm = SlurmOptions(jobs, gpus_per_job, models_per_gpu, cpus_per_job, partition, time_limit)
+    return submit(runfolder.find_runs(runs), slurm, options, dry_run=dry_run)
 
 
 def load_runs(runs=None, *, where: str | None = None, split: str | None = None):
@@ -260,3 +291,13 @@ def findings(frame, alpha: float = 0.05, samples: int = 10_000, seed: int = 0) -
     from dsd.analysis.findings import Evidence, findings as find
 
     return find(Evidence(frame, samples=samples, seed=seed, alpha=alpha))
+
+
+def compact_runs(runs=None) -> list[dict]:
+    """Gather each run's per-model result files into RUN/results.parquet (dsd.runfolder.results.compact);
+    one summary per run: folded, kept, rows, busy, and the file."""
+    out = []
+    for run in runfolder.find_runs(runs):
+        summary = runfolder.compact(run)
+        out.append({"run": str(run), "file": str(Path(run) / runfolder.COMPACTED_FILE), **summary})
+    return out

@@ -6,7 +6,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dsd"
 # pipeline order: a module may import from its own stage and from earlier ones only
-STAGES = {"dsd.version": 0, "dsd.errors": 0, "dsd.design": 1, "dsd.runfolder": 2, "dsd.training": 3,
+STAGES = {"dsd.version": 0, "dsd.errors": 0, "dsd.design": 1, "dsd.runfolder": 2, "dsd.training": 3, "dsd.importers": 3,
           "dsd.analysis": 4, "dsd.api": 5, "dsd.cli": 6, "dsd.__main__": 6, "dsd": 7}
 MAX_LINES = 60
 
@@ -37,11 +37,17 @@ def imports(path: Path) -> set[str]:
 
 
 def stage(name: str) -> int:
-    return max(rank for prefix, rank in STAGES.items() if name == prefix or name.startswith(prefix + "."))
+    """The rank of the longest prefix of name in STAGES (dsd.design.spec -> dsd.design)."""
+    matches = [prefix for prefix in STAGES if name == prefix or name.startswith(prefix + ".")]
+    return STAGES[max(matches, key=len)]
 
 
 def graph() -> dict[str, set[str]]:
     return {module_name(p): imports(p) - {module_name(p)} for p in PACKAGE.rglob("*.py")}
+
+
+def test_stages_are_told_apart():
+    assert (stage("dsd.design.spec"), stage("dsd.analysis"), stage("dsd.cli.training"), stage("dsd")) == (1, 4, 6, 7)
 
 
 def test_no_stage_imports_from_a_later_one():

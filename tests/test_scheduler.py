@@ -22,7 +22,9 @@ FAST = ["--dataset", "synthetic", "--epochs", "3", "--batch-size", "32", "--trai
 
 
 def result_bytes(run: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((run / store.RESULTS_DIR).glob("*"))}
+    """The bytes of every result file: one per model, and the compacted file `dsd train` ends with."""
+    files = sorted((run / store.RESULTS_DIR).glob("*")) + sorted(run.glob(store.COMPACTED_FILE))
+    return {p.name: p.read_bytes() for p in files}
 
 
 def results(run: Path) -> dict[int, dict]:
@@ -91,8 +93,9 @@ def test_a_short_fashion_mnist_run_matches_an_independent_evaluation_of_its_weig
     from dsd.design.spec import spec_from_row
 
     run = tiny_run(2)
+    # on the CPU: the re-evaluation below is fp32 on the CPU, which a GPU's bf16 evaluation need not match
     proc = dsd("train", run, "--epochs", "3", "--batch-size", "64", "--train-images", "2000",
-               "--eval-images", "500", "--save-weights", "--json")
+               "--eval-images", "500", "--save-weights", "--device", "cpu", "--json")
     assert trained_ids(proc) == [0, 1]
     data = load(locate(DataRequest("fashion-mnist", 28, 1, 10, download=False, train_images=2000, eval_images=500)))
     x = (data.eval_x.float() - data.mean.view(1, -1, 1, 1)) / data.std.view(1, -1, 1, 1)
@@ -132,6 +135,7 @@ def test_kill_9_loses_nothing_and_leaves_no_workers_or_partial_files(tiny_run):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     finished = result_bytes(run)
+    finished_rows = results(run)
     assert 1 <= len(finished) < 6, "the kill should land in the middle of the run"
     assert workers, "dsd train should have started a worker process"
     deadline = time.time() + 10
@@ -144,10 +148,10 @@ def test_kill_9_loses_nothing_and_leaves_no_workers_or_partial_files(tiny_run):
     rerun = dsd("train", run, *slow, "--json")
     done_before = {int(name.split(".")[0]) for name in finished}
     assert trained_ids(rerun) == sorted(set(range(6)) - done_before)  # the dead claim was taken over
-    after = result_bytes(run)
-    assert sorted(after) == [f"{i}.parquet" for i in range(6)]  # no temp file in results/
-    assert all(after[name] == data for name, data in finished.items())
-    assert all(r["status"] == "done" for r in results(run).values())
+    after = results(run)
+    assert sorted(after) == list(range(6)) and not list(run.rglob("*.tmp"))
+    assert all(after[i] == row for i, row in finished_rows.items())  # compacted, unchanged
+    assert all(r["status"] == "done" for r in after.values())
     assert not list((run / store.CLAIMS_DIR).iterdir())
     assert not list((run / "checkpoints").iterdir())  # every model finished, so none is kept
 
@@ -185,12 +189,13 @@ def test_diverged_failed_and_crashed_models_do_not_stop_the_sweep(tiny_run):
 
 def test_a_model_killed_mid_training_resumes_from_its_last_epoch(tiny_run):
     run, clean = tiny_run(3), tiny_run(3)  # the same models
+    cpu = [*FAST, "--device", "cpu"]  # curves of two processes are bit-identical on the CPU (README: reproducibility)
     env = {**os.environ, "DSD_FAULTS": "1:crash@2"}  # model 1's worker dies after epoch 2 of 3
-    subprocess.run([sys.executable, "-m", "dsd", "train", str(run), *FAST], env=env, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "dsd", "train", str(run), *cpu], env=env, capture_output=True, timeout=300)
     assert results(run)[1]["status"] == "failed" and (run / "checkpoints" / "1.pt").is_file()
 
-    assert trained_ids(dsd("train", run, *FAST, "--retry-failed", "--json")) == [1]
-    assert trained_ids(dsd("train", clean, *FAST, "--ids", "1", "--json")) == [1]
+    assert trained_ids(dsd("train", run, *cpu, "--retry-failed", "--json")) == [1]
+    assert trained_ids(dsd("train", clean, *cpu, "--ids", "1", "--json")) == [1]
     resumed, whole = results(run)[1], results(clean)[1]
     assert resumed["status"] == "done" and resumed["message"] == "resumed from the checkpoint of epoch 2"
     assert resumed["error_curve"] == whole["error_curve"] and resumed["loss_curve"] == whole["loss_curve"]

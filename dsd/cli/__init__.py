@@ -17,7 +17,7 @@ from dsd.errors import BadInput
 def main() -> None:
     """Entry point: run the app with dsd's error policy."""
     # register the commands, in pipeline order (the order `dsd --help` lists them)
-    from dsd.cli import design, training, analysis  # noqa: F401
+    from dsd.cli import design, imports, training, cluster, analysis  # noqa: F401
 
     if len(sys.argv) == 1:
         sys.argv.append("--help")

@@ -23,7 +23,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from dsd import __version__
+        from dsd.version import __version__
 
         print(f"dsd {__version__}")
         raise typer.Exit()

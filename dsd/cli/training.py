@@ -1,5 +1,5 @@
-"""Training commands: `dsd train` (resumable sweep over every untrained model), `dsd status` and `dsd time`
-(each model's measured runtime)."""
+"""Training commands: `dsd train` (resumable sweep over every untrained model), `dsd status`, `dsd compact`
+(one results file per run) and `dsd time` (each model's measured runtime)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,7 +58,10 @@ def train(
                                                           "(the same for every model; default: the regime's protocol)."),
     eval_images: Optional[int] = typer.Option(None, help="Evaluate on a fixed subset of this many images."),
     seed: int = typer.Option(SETTING("seed"), min=0, help="Training seed; model i trains with a seed made from (seed, i)."),
-    device: str = typer.Option(SWEEP("device"), help="auto | cpu | cuda | cuda:N (auto: every GPU, else the CPU)."),
+    device: str = typer.Option(SWEEP("device"), help="auto | cpu | cuda | cuda:N (auto: every GPU, else the CPU, with a "
+                                                 "warning when a GPU is there that this torch build cannot "
+                                                 "use: torch 2.14.1 from PyPI needs NVIDIA driver 580+; the "
+                                                 "README names the wheel for an older driver)."),
     models_per_gpu: int = typer.Option(SWEEP("models_per_gpu"), help="Models trained at once on each GPU (one process each)."),
     cpu_workers: int = typer.Option(SWEEP("cpu_workers"), help="Models trained at once on the CPU (the cores are split)."),
     amp: bool = typer.Option(SETTING("amp"), help="bf16 autocast on a GPU."),
@@ -140,6 +143,37 @@ def status(
                 f"(within {NEAR_CHANCE_POINTS:g} points): likely deep models diverging at the start of a short "
                 f"schedule; its EDF then measures the protocol, not the space. Train with a warm-up "
                 f"(--warmup-epochs) and --zero-init-residual (docs/method.md section 4.1)")
+
+
+@app.command()
+def compact(
+    runs: Optional[List[Path]] = RUNS_ARG,
+    json_out: bool = JSON,
+):
+    """Gather each run's per-model result files into one RUN/results.parquet (`dsd train` does this when
+    it ends), so that a run of many models loads in a moment.
+
+    Safe while trainers run and against a kill at any moment: the gathered file is written before any
+    file in it is removed; a model's own file stands over its gathered row; files of models being trained
+    (or that may be trained again) stay until they are final.
+
+    \b
+    Examples:
+      dsd compact                       # every run under ./runs
+      dsd compact runs/xa --json
+    """
+    from dsd.api import compact_runs
+
+    rows = compact_runs(runs)
+    if json_out:
+        emit_json(rows)
+        return
+    for r in rows:
+        if r["busy"]:
+            say(f"{r['run']}: another process is compacting it; left alone")
+            continue
+        kept = f", {r['kept']} left as files (being trained, or trained again)" if r["kept"] else ""
+        say(f"{r['run']}: {r['folded']} result files gathered into {r['file']} ({r['rows']} rows){kept}")
 
 
 @app.command("time")

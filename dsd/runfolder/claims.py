@@ -22,8 +22,9 @@ HEARTBEAT_S = 30.0
 STALE_S = 600.0       # a heartbeat this old means the owner is gone, whatever host it ran on
 
 
-def claim_path(run, model_id: int) -> Path:
-    return Path(run) / CLAIMS_DIR / str(int(model_id))
+def claim_path(run, model_id: int | str) -> Path:
+    """RUN/claims/ID for a model; a word instead of an id names a claim on the whole run ("compact")."""
+    return Path(run) / CLAIMS_DIR / (model_id if isinstance(model_id, str) else str(int(model_id)))
 
 
 def _me() -> dict:
@@ -84,7 +85,7 @@ def is_mine(text: str | None) -> bool:
         return False
 
 
-def claim(run, model_id: int) -> bool:
+def claim(run, model_id: int | str) -> bool:
     """Claim a model for this process; False when a live process holds it."""
     path = claim_path(run, model_id)
     path.parent.mkdir(exist_ok=True)
@@ -113,7 +114,7 @@ def claim(run, model_id: int) -> bool:
         token.unlink(missing_ok=True)
 
 
-def release(run, model_id: int) -> None:
+def release(run, model_id: int | str) -> None:
     path = claim_path(run, model_id)
     if is_mine(_read(path)):
         path.unlink(missing_ok=True)

@@ -21,9 +21,10 @@ import numpy as np
 
 from dsd.errors import BadInput
 from dsd.runfolder.files import (
-    is_run, meta_differences, read_meta, read_models, read_results, require_run, source_folder, trained_settings,
+    is_run, meta_differences, read_meta, read_models, require_run, source_folder, trained_settings,
     write_run,
 )
+from dsd.runfolder.results import read_results
 
 
 @dataclass(frozen=True)

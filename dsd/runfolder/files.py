@@ -26,6 +26,7 @@ CHECKPOINTS_DIR = "checkpoints"
 WEIGHTS_DIR = "weights"
 FITS_FILE = "fits.parquet"
 TIMINGS_FILE = "timings.parquet"
+IMPORT_FILE = "import.parquet"
 
 MODEL_SCHEMA = pa.schema([
     ("model_id", pa.int64()), ("space", pa.string()), ("seed", pa.int64()), ("key", pa.string()),
@@ -69,6 +70,10 @@ TIMING_SCHEMA = pa.schema([
     ("warmup", pa.int64()), ("infer_s", pa.float64()), ("train_s", pa.float64()), ("torch", pa.string()),
     ("python", pa.string()), ("host", pa.string()), ("time", pa.string()),
 ])
+
+# one row per imported model (`dsd import`, dsd.importers): the source's job and its own counts
+IMPORT_SCHEMA = pa.schema([("model_id", pa.int64()), ("job", pa.string()), ("file_flops", pa.float64()),
+                           ("file_params", pa.float64()), ("file_acts", pa.float64())])
 
 # columns added after the first release: files written before read them as null
 RESULT_COLUMNS_ADDED = ("warmup_epochs", "zero_init_residual")
@@ -153,18 +158,6 @@ def source_folder(run: Path, source_run: str) -> Path:
     return Path(os.path.normpath(Path(run) / source_run))
 
 
-def check_result(path: Path) -> None:
-    """BadInput unless path is a readable result file of one row; reads only its footer (fast)."""
-    meta = _parquet(path, pq.read_metadata)
-    _require_columns(path, meta.schema.to_arrow_schema().names, RESULT_SCHEMA)
-    if meta.num_rows != 1:
-        raise BadInput(f"{path}: a result file holds one row, this one {meta.num_rows}")
-
-
-def result_path(run: Path, model_id: int) -> Path:
-    return Path(run) / RESULTS_DIR / f"{int(model_id)}.parquet"
-
-
 def checkpoint_path(run: Path, model_id: int) -> Path:
     """The training state of an unfinished model after its last epoch (torch.save format)."""
     return Path(run) / CHECKPOINTS_DIR / f"{int(model_id)}.pt"
@@ -179,27 +172,10 @@ def remove_orphans(run: Path, model_id: int) -> None:
     """Temp files of a model's result, weights or checkpoint, left by a writer killed mid-write.
 
     Only the holder of the model's claim may call this, so that no live writer owns them."""
-    for path in (result_path(run, model_id), weights_path(run, model_id), checkpoint_path(run, model_id)):
+    for path in (Path(run) / RESULTS_DIR / f"{int(model_id)}.parquet", weights_path(run, model_id),
+                 checkpoint_path(run, model_id)):
         for orphan in path.parent.glob(f".{path.name}.*.tmp"):
             orphan.unlink(missing_ok=True)
-
-
-def read_results(run: Path) -> pa.Table:
-    """All result rows of a run (an empty table with RESULT_SCHEMA when none are written yet).
-
-    One pyarrow dataset over the files reads them about twice as fast as a loop; when that fails,
-    the loop finds the corrupt file and names it."""
-    import pyarrow.dataset as ds
-
-    files = sorted((require_run(run) / RESULTS_DIR).glob("*.parquet"))
-    if not files:
-        return RESULT_SCHEMA.empty_table()
-    try:
-        return ds.dataset([str(f) for f in files], format="parquet", schema=RESULT_SCHEMA).to_table()
-    except (OSError, pa.ArrowException):
-        for f in files:
-            read_table(f, RESULT_SCHEMA)
-        raise
 
 
 def _umask() -> int:
@@ -272,15 +248,6 @@ def write_atomic(path: Path, write) -> None:
 
 def write_parquet(table: pa.Table, path: Path) -> None:
     write_atomic(path, lambda tmp: pq.write_table(table, tmp))
-
-
-def write_result(run: Path, row: dict) -> Path:
-    """Write one result row atomically to results/ID.parquet."""
-    full = {name: row.get(name) for name in RESULT_SCHEMA.names}
-    table = pa.Table.from_pylist([full], schema=RESULT_SCHEMA)
-    path = result_path(run, row["model_id"])
-    write_parquet(table, path)
-    return path
 
 
 def describe_run(space: Space, regime: Regime, seed: int, n: int) -> dict:

@@ -5,6 +5,7 @@ import numpy as np
 
 from dsd.runfolder import files
 from dsd.runfolder.claims import live_claims
+from dsd.runfolder.results import read_results
 
 NEAR_CHANCE_POINTS = 5.0  # an error within this many points of chance level is "near chance"
 NEAR_CHANCE_SHARE = 0.2   # more than this share of trained models near chance flags the run
@@ -30,7 +31,7 @@ def run_status(run) -> dict:
     meta = files.read_meta(run)
     models = files.read_models(run)
     sampled = models.num_rows
-    results = files.read_results(run).to_pylist()
+    results = read_results(run, ["model_id", "status", "error", *files.SETTING_COLUMNS]).to_pylist()
     near = near_chance_share(results, max(models.column("num_classes").to_pylist(), default=10))
     counts = {s: sum(1 for r in results if r["status"] == s) for s in files.STATUSES}
     finished = {r["model_id"] for r in results}

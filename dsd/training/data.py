@@ -4,7 +4,10 @@ Two kinds, because the fast path depends on the size of the data:
 - TensorData (fashion-mnist, cifar10, synthetic): the whole set is one uint8 tensor that lives on the
   training device; shuffling, random crop with padding and flips run batched there (no per-sample
   Python, no loader processes), which is what makes a sweep of small models fast.
-- FolderData (imagefolder:PATH, ImageNet's layout): decoded and augmented by DataLoader workers.
+- FolderData (imagefolder:PATH, ImageNet's layout): decoded and augmented by DataLoader workers, which
+  a model keeps from its first epoch to its last (persistent, prefetching); each image's augmentation is
+  drawn from a seed of its own, so an epoch's batches depend on the trainer's generator only (not on the
+  number of workers or which worker made what), and a resumed model sees the same images.
 
 Both yield uint8 batches; the trainer normalizes them with the set's mean and std. `locate` finds (or
 downloads) the files in the parent process and turns "missing data" into BadInput with how to get it;
@@ -16,7 +19,7 @@ import gzip
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -226,6 +229,9 @@ class TensorData:
         for i in range(0, self.eval_size, batch_size):
             yield self.eval_x[i:i + batch_size], self.eval_y[i:i + batch_size]
 
+    def close(self) -> None:
+        """Nothing to release: the tensors serve every model, and no loader processes run."""
+
 
 def crop_flip(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
     """Random crop with zero padding and random horizontal flip of a uint8 batch, as one gather.
@@ -304,9 +310,50 @@ def _synthetic(req: DataRequest) -> TensorData:
     return _tensor_data("synthetic", *split(n_train), *split(n_eval))
 
 
+def item_seed(epoch_seed: int, index: int) -> int:
+    """The seed of one image's augmentation in one epoch: well mixed, so neighbouring images and epochs
+    draw unrelated crops."""
+    return int(np.random.SeedSequence([epoch_seed, index]).generate_state(1)[0])
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """A data set read by (index, epoch seed): each image is augmented under its own seed, in whichever
+    process reads it, leaving that process's global RNG as it was."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, epoch_seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(item_seed(epoch_seed, index))
+            return self.dataset[index]
+
+
+class EpochOrder(torch.utils.data.Sampler):
+    """One epoch's shuffled (index, epoch seed) pairs; the trainer sets the seed before each epoch, in
+    the parent process, which is where a DataLoader draws indices even when its workers persist."""
+
+    def __init__(self, size: int):
+        self.size, self.seed = size, 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed))
+        return iter([(i, self.seed) for i in order.tolist()])
+
+
 @dataclass
 class FolderData:
-    """An image-folder data set decoded and augmented by DataLoader workers into uint8 batches."""
+    """An image-folder data set decoded and augmented by DataLoader workers into uint8 batches.
+
+    The two loaders (train, eval) are made at a model's first epoch and kept, with their workers, until
+    close(): starting loader processes every epoch would leave the GPU waiting on their start-up."""
 
     name: str
     train: torch.utils.data.Dataset
@@ -315,6 +362,7 @@ class FolderData:
     std: torch.Tensor
     workers: int
     device: torch.device = torch.device("cpu")
+    loaders: dict = field(default_factory=dict, repr=False)
 
     @property
     def train_size(self) -> int:
@@ -325,24 +373,40 @@ class FolderData:
         return len(self.eval)
 
     def to(self, device) -> "FolderData":
-        return replace(self, device=torch.device(device), mean=self.mean.to(device), std=self.std.to(device))
+        return replace(self, device=torch.device(device), mean=self.mean.to(device), std=self.std.to(device),
+                       loaders={})
 
-    def _batches(self, dataset, batch_size: int, generator: torch.Generator | None):
+    def loader(self, split: str, batch_size: int):
+        """The split's DataLoader at this batch size, made on first use: its workers persist from epoch
+        to epoch and prefetch (DataLoader's default, 2 batches per worker)."""
         from torch.utils.data import DataLoader
 
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=generator is not None, generator=generator,
-                            drop_last=generator is not None, num_workers=self.workers,
-                            pin_memory=self.device.type == "cuda")
+        key = (split, batch_size)
+        if key not in self.loaders:
+            train = split == "train"
+            dataset = SeededItems(self.train) if train else self.eval
+            self.loaders[key] = DataLoader(
+                dataset, batch_size=batch_size, sampler=EpochOrder(len(dataset)) if train else None,
+                drop_last=train, num_workers=self.workers, persistent_workers=self.workers > 0,
+                pin_memory=self.device.type == "cuda", generator=torch.Generator())  # not the global RNG
+        return self.loaders[key]
+
+    def _batches(self, loader):
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def train_batches(self, batch_size: int, generator: torch.Generator):
-        """One shuffled epoch; the order is seeded from the trainer's generator."""
-        seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
-        return self._batches(self.train, batch_size, torch.Generator().manual_seed(seed))
+        """One shuffled epoch; its order and augmentation are seeded from the trainer's generator."""
+        loader = self.loader("train", batch_size)
+        loader.sampler.seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+        return self._batches(loader)
 
     def eval_batches(self, batch_size: int):
-        return self._batches(self.eval, batch_size, None)
+        return self._batches(self.loader("eval", batch_size))
+
+    def close(self) -> None:
+        """Drop the model's loaders, which ends their worker processes."""
+        self.loaders.clear()
 
 
 def _imagefolder(req: DataRequest) -> FolderData:

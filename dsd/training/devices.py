@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 from dsd.errors import BadInput
 
@@ -46,16 +47,77 @@ def gpu_index(device: str) -> int | None:
     return int(device.partition(":")[2]) if device.startswith("cuda:") else None
 
 
+NVIDIA_DEVICES = "/dev/nvidia[0-9]*"             # the device files of an NVIDIA driver's GPUs
+NVIDIA_DRIVER = "/proc/driver/nvidia/version"     # "... Kernel Module  550.54.14 ..."
+# the oldest Linux driver (major version) that runs torch builds of a CUDA major version (NVIDIA's
+# minor-version compatibility), and the wheel index of such a build
+CUDA_DRIVERS = {11: 450, 12: 525, 13: 580}
+WHEELS = ((580, "cu130", "CUDA 13.0"), (525, "cu126", "CUDA 12.6"))
+
+
+def driver_version() -> int | None:
+    """The major version of the loaded NVIDIA driver (e.g. 550), None when it cannot be read."""
+    try:
+        with open(NVIDIA_DRIVER) as f:
+            return int(re.search(r"Kernel Module\D*(\d+)\.", f.read()).group(1))
+    except (OSError, AttributeError):
+        return None
+
+
+def unusable_gpu() -> str | None:
+    """Why this machine's NVIDIA GPU goes unused, with the torch wheel to install; None when torch can
+    use it or there is none. Cheap: a glob of /dev and a file read, no subprocess (nvidia-smi)."""
+    import glob
+
+    import torch
+
+    if not glob.glob(NVIDIA_DEVICES) or torch.cuda.is_available():
+        return None
+    driver, cuda = driver_version(), torch.version.cuda
+    found = f"this machine has an NVIDIA GPU (driver {driver or 'of unknown version'})"
+    needs = CUDA_DRIVERS.get(int(cuda.split(".")[0])) if cuda else None
+    if driver and needs and driver >= needs:
+        return (f"{found} and torch {torch.__version__} (CUDA {cuda}) supports that driver, yet torch sees no "
+                f"GPU: check CUDA_VISIBLE_DEVICES and the permissions of /dev/nvidia*")
+    build = (f"torch {torch.__version__} is a CPU-only build" if cuda is None else
+             f"torch {torch.__version__} is built for CUDA {cuda}, which needs driver {needs or '?'} or newer")
+    wheel = next(((index, name) for least, index, name in WHEELS if driver and driver >= least), None)
+    if wheel is None:
+        return (f"{found} but {build}: update the driver to {WHEELS[-1][0]} or newer, or install a torch "
+                f"build for it (https://pytorch.org/get-started/previous-versions/)")
+    return f"{found} but {build}: install the {wheel[1]} build: {pip_install(wheel[0])}"
+
+
+def pip_install(index: str) -> str:
+    """The pip command that swaps this torch (and torchvision) for the same versions built for another
+    CUDA; the +cuXXX label is pinned because pip takes a plain ==VERSION as satisfied by the build at hand."""
+    from importlib import metadata
+
+    pins = []
+    for package in ("torch", "torchvision"):
+        try:
+            pins.append(f"{package}=={metadata.version(package).split('+')[0]}+{index}")
+        except metadata.PackageNotFoundError:
+            continue
+    return f"pip install {' '.join(pins)} --index-url https://download.pytorch.org/whl/{index}"
+
+
 def local_device(text: str) -> str:
-    """--device on this machine: auto becomes cuda when torch sees a GPU (else cpu); a GPU asked for
-    must be visible to torch."""
+    """--device on this machine: auto becomes cuda when torch sees a GPU (else cpu, with a warning on
+    stderr when a GPU is there that this torch build cannot use); a GPU asked for must be visible to
+    torch."""
     import torch
 
     device = parse_device(text)
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            return "cuda"
+        reason = unusable_gpu()
+        if reason:
+            print(f"warning: --device auto: {reason}; training on the CPU", file=sys.stderr, flush=True)
+        return "cpu"
     if is_gpu(device) and not torch.cuda.is_available():
-        raise BadInput(f"--device {device}: no CUDA GPU is visible to torch")
+        raise BadInput(f"--device {device}: {unusable_gpu() or 'no CUDA GPU is visible to torch'}")
     index = gpu_index(device)
     if index is not None and index >= torch.cuda.device_count():
         raise BadInput(f"--device {device}: torch sees {torch.cuda.device_count()} GPU(s), cuda:0..")

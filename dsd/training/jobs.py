@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pyarrow as pa
 import torch
 
 from dsd import runfolder
@@ -42,29 +43,25 @@ class Job:
         return f"{Path(self.run).name}/{self.model_id}"
 
 
-def needs_training(run, model_id: int, retry_failed: bool = False) -> bool:
-    """No result yet, or (with retry_failed) a failed or diverged one. A corrupt result is bad input:
-    training over it would hide that a finished result was lost."""
-    path = runfolder.result_path(run, model_id)
-    if not path.exists():
-        return True
-    try:
-        runfolder.check_result(path)
-    except BadInput as e:
-        raise BadInput(f"{e}; delete it to train model {model_id} again") from None
-    return retry_failed and runfolder.read_table(path).column("status")[0].as_py() in ("failed", "diverged")
+def needs_training(status: str | None, retry_failed: bool = False) -> bool:
+    """No result yet (status None), or (with retry_failed) a failed or diverged one."""
+    return status is None or (retry_failed and status in ("failed", "diverged"))
 
 
 def plan(run, settings: TrainSettings, ids: list[int] | None = None, retry_failed: bool = False) -> list[Job]:
-    """The jobs of a run that still need training, in model order (optionally only the given ids)."""
-    rows = {r["model_id"]: r for r in runfolder.read_models(run).to_pylist()}
+    """The jobs of a run that still need training, in model order (optionally only the given ids). A
+    corrupt result is bad input: training over it would hide that a finished result was lost."""
+    models = runfolder.read_models(run)
+    known = models["model_id"].to_pylist()
     if ids:
-        unknown = sorted(set(ids) - rows.keys())
+        unknown = sorted(set(ids) - set(known))
         if unknown:
-            raise BadInput(f"{run}: no model with id {', '.join(map(str, unknown))} (ids are {min(rows)}..{max(rows)})")
-    chosen = [rows[i] for i in ids] if ids else list(rows.values())
-    return [Job(str(run), r["model_id"], spec_from_row(r), model_settings(settings, r)) for r in chosen
-            if needs_training(run, r["model_id"], retry_failed)]
+            raise BadInput(f"{run}: no model with id {', '.join(map(str, unknown))} (ids are {min(known)}..{max(known)})")
+    statuses = runfolder.result_statuses(run)
+    wanted = [i for i in (ids or known) if needs_training(statuses.get(i), retry_failed)]
+    position = {model_id: k for k, model_id in enumerate(known)}
+    rows = models.take(pa.array([position[i] for i in wanted], type=pa.int64())).to_pylist()
+    return [Job(str(run), r["model_id"], spec_from_row(r), model_settings(settings, r)) for r in rows]
 
 
 def model_settings(settings: TrainSettings, row: dict) -> TrainSettings:
@@ -112,7 +109,7 @@ class Feed:
                 self.skipped += 1
                 continue
             try:
-                needed = needs_training(job.run, job.model_id, self.retry_failed)
+                needed = needs_training(runfolder.result_status(job.run, job.model_id), self.retry_failed)
             except BadInput:  # its result file broke since the plan checked it: leave it unclaimed
                 release(job.run, job.model_id)
                 raise
@@ -162,37 +159,49 @@ def record_failure(job: Job, device: str, message: str) -> dict:
 
     A result the trainer did write before it died stands: results are never rewritten."""
     runfolder.remove_orphans(job.run, job.model_id)
-    if runfolder.result_path(job.run, job.model_id).exists():
-        return summary_of(job, runfolder.read_table(runfolder.result_path(job.run, job.model_id)).to_pylist()[0])
+    written = runfolder.result_of(job.run, job.model_id)
+    if written is not None:
+        return summary_of(job, written)
     row = result_row(job.model_id, job.settings, device, message=message)
     runfolder.write_result(job.run, row)
     return summary_of(job, row)
 
 
-def run_job(job: Job, device: str, on_epoch=None) -> dict:
-    """Train one claimed job in this process and write its result row; return a short summary.
+def train_job(job: Job, device: str, on_epoch=None, *, checkpoint: Path | None = None,
+              weights: Path | None = None) -> tuple[dict, bool]:
+    """Train one job in this process; return its result row and whether this process must retire.
 
-    An exception (out of memory included) becomes a failed row with its message. The model's checkpoint
-    goes just before its row is written (a kill in between costs its epochs, and leaves no checkpoint
-    beside a finished result), unless it failed: `--retry-failed` then resumes from it. After a fatal
-    CUDA error the summary says `retire_worker`: this process's CUDA context is lost, so whoever runs
-    it must let it exit and train the next model in a fresh one.
+    Nothing is written but the checkpoint and the weights, at the paths given (none by default), so that
+    a trainer that cannot reach the run folder (a Ray actor) can run it. An exception (out of memory
+    included) becomes a failed row with its message. After a fatal CUDA error this process's CUDA
+    context is lost: it must retire, and the next model train in a fresh one.
     """
     start = time.perf_counter()
-    checkpoint = runfolder.checkpoint_path(job.run, job.model_id)
     failure = None
     try:
-        weights = runfolder.weights_path(job.run, job.model_id) if job.settings.save_weights else None
         row = train_model(job.spec, device_data(job.settings.data, device), job.settings, model_id=job.model_id,
-                          device=device, on_epoch=on_epoch, weights_path=weights,
-                          checkpoint_path=checkpoint if job.settings.checkpoints else None)
+                          device=device, on_epoch=on_epoch, weights_path=weights, checkpoint_path=checkpoint)
     except Exception as e:  # noqa: BLE001  (the sweep goes on; the row says what happened)
         failure = (f"{type(e).__name__}: {e}", is_fatal_gpu_error(e))
     if failure is not None:  # out of the except block: the failed model's tensors are freed with it
         if is_gpu(device) and not failure[1]:
             torch.cuda.empty_cache()
         row = result_row(job.model_id, job.settings, device, message=failure[0], wall_s=time.perf_counter() - start)
+    return row, bool(failure and failure[1])
+
+
+def run_job(job: Job, device: str, on_epoch=None) -> dict:
+    """Train one claimed job in this process and write its result row; return a short summary.
+
+    The model's checkpoint goes just before its row is written (a kill in between costs its epochs, and
+    leaves no checkpoint beside a finished result), unless it failed: `--retry-failed` then resumes from
+    it. The summary's `retire_worker` (see train_job) tells whoever runs this process to let it exit.
+    """
+    checkpoint = runfolder.checkpoint_path(job.run, job.model_id)
+    weights = runfolder.weights_path(job.run, job.model_id) if job.settings.save_weights else None
+    row, retire = train_job(job, device, on_epoch, checkpoint=checkpoint if job.settings.checkpoints else None,
+                            weights=weights)
     if row["status"] != "failed":
         checkpoint.unlink(missing_ok=True)
     runfolder.write_result(job.run, row)
-    return {**summary_of(job, row), "retire_worker": bool(failure and failure[1])}
+    return {**summary_of(job, row), "retire_worker": retire}

@@ -7,7 +7,9 @@ branches (docs/method.md section 4.1), top-1 error on the eval split after every
 the device (see dsd.training.data), are normalized there, and the loss is summed on the device and read
 once per epoch, which is also when a NaN loss is noticed. On a GPU: bf16 autocast, channels-last, cudnn
 autotuning and, optionally, torch.compile. Channels-last is on by default on the CPU too (oneDNN runs
-these small convolutions faster in it; measured in bench/train.py).
+these small convolutions faster in it; measured in bench/train.py). Every batch a model sees has one
+shape (training drops the last partial batch, evaluation pads it), so that a compiled model compiles
+once for training and once for evaluation, and cudnn tunes one shape each.
 
 After every epoch the whole training state can be saved to a checkpoint (dsd.training.checkpoints), so
 that a model interrupted at any moment resumes from its last finished epoch and ends exactly as if it
@@ -16,10 +18,11 @@ had never stopped (on the CPU, bit for bit).
 from __future__ import annotations
 
 import math
+import os
 import platform
 import socket
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -120,22 +123,55 @@ def resumed_state(saved: dict | None, fresh) -> tuple[State, str]:
         return fresh(), ""
 
 
+AMP_DEVICES = ("cuda",)  # device types that --amp runs under bf16 autocast (CPU results stay fp32)
+
+
+def compiled(model: torch.nn.Module) -> torch.nn.Module:
+    """torch.compile for a new model, with the compile cache emptied first: the cache is shared by every
+    model of the process and holds 8 entries per function (each model adds 2 or more), so from about the
+    third model of a long-lived worker on, training would silently run uncompiled."""
+    torch.compiler.reset()
+    return torch.compile(model)
+
+
+@contextmanager
+def kernel_choice(deterministic: bool):
+    """While a model trains: with `deterministic`, no cudnn autotuning (it times kernels in each process
+    and may pick a different one each time) and only deterministic kernels (torch warns where an op has
+    none; cuBLAS needs CUBLAS_WORKSPACE_CONFIG, read when the process first uses it). The process's own
+    choice (dsd.training.devices.setup_process) is restored afterwards."""
+    if not deterministic:
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    saved = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    cudnn.benchmark, cudnn.deterministic = False, True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic = saved[:2]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+
+
 class Steps:
     """The per-batch work on the device: normalize, forward (compiled or not), under autocast on a GPU."""
 
     def __init__(self, state: State, data, settings: TrainSettings, device: torch.device, nan: bool):
         self.state, self.data, self.settings, self.nan = state, data, settings, nan
-        self.forward = torch.compile(state.model) if settings.compile else state.model
+        self.forward = compiled(state.model) if settings.compile else state.model
         self.fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
         self.mean, self.std = data.mean.view(1, -1, 1, 1), data.std.view(1, -1, 1, 1)
-        self.amp = settings.amp and device.type == "cuda"
+        self.amp = settings.amp and device.type in AMP_DEVICES
         self.device = device
 
     def prepare(self, x):
         return ((x.float() - self.mean) / self.std).contiguous(memory_format=self.fmt)
 
     def autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
     def train_epoch(self, steps: int) -> float:
         """One epoch of SGD steps; the mean loss, read with the epoch's one host sync."""
@@ -181,19 +217,23 @@ def train_model(spec: ModelSpec, data, settings: TrainSettings, *, model_id: int
                                    lambda: fresh_state(spec, settings, device, seed, steps))
     start -= state.wall_s
     work, status = Steps(state, data, settings, device, nan=fault == "nan"), "done"
-    for epoch in range(len(state.errors) + 1, settings.epochs + 1):
-        t = time.perf_counter()
-        state.losses.append(work.train_epoch(steps))
-        state.train_s += time.perf_counter() - t
-        if not math.isfinite(state.losses[-1]):
-            status, message = "diverged", f"the training loss became {state.losses[-1]} in epoch {epoch}"
-            break
-        state.errors.append(work.evaluate())
-        if checkpoint_path is not None and epoch < settings.epochs:
-            save_state(checkpoint_path, state.checkpoint(expected, time.perf_counter() - start))
-        strike(model_id, fault, fault_epoch, epoch)
-        if on_epoch:
-            on_epoch(epoch, state.errors[-1], state.losses[-1])
+    with kernel_choice(settings.deterministic):
+        try:
+            for epoch in range(len(state.errors) + 1, settings.epochs + 1):
+                t = time.perf_counter()
+                state.losses.append(work.train_epoch(steps))
+                state.train_s += time.perf_counter() - t
+                if not math.isfinite(state.losses[-1]):
+                    status, message = "diverged", f"the training loss became {state.losses[-1]} in epoch {epoch}"
+                    break
+                state.errors.append(work.evaluate())
+                if checkpoint_path is not None and epoch < settings.epochs:
+                    save_state(checkpoint_path, state.checkpoint(expected, time.perf_counter() - start))
+                strike(model_id, fault, fault_epoch, epoch)
+                if on_epoch:
+                    on_epoch(epoch, state.errors[-1], state.losses[-1])
+        finally:
+            data.close()
     if weights_path is not None and status == "done":
         save_state(weights_path, {k: v.detach().cpu() for k, v in state.model.state_dict().items()})
     errors, losses = state.errors, state.losses
@@ -206,10 +246,18 @@ def train_model(spec: ModelSpec, data, settings: TrainSettings, *, model_id: int
 
 
 def evaluate(model, data, batch_size: int, prepare, autocast) -> float:
-    """Top-1 error (%) on the eval split; the count stays on the device until the end."""
+    """Top-1 error (%) on the eval split; the count stays on the device until the end. A last partial
+    batch is padded to the full size and only its real images are counted (in eval mode each image's
+    output depends on that image alone), so the model sees one shape."""
     model.eval()
     wrong = torch.zeros((), dtype=torch.int64, device=data.mean.device)
     with torch.inference_mode(), autocast():
         for x, y in data.eval_batches(batch_size):
-            wrong += (model(prepare(x)).argmax(1) != y).sum()
+            wrong += (model(prepare(padded(x, batch_size))).argmax(1)[:len(y)] != y).sum()
     return 100.0 * float(wrong) / data.eval_size
+
+
+def padded(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The batch x with zero images appended up to `size`."""
+    missing = size - len(x)
+    return x if missing <= 0 else torch.cat([x, x.new_zeros((missing, *x.shape[1:]))])

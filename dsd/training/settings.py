@@ -53,6 +53,7 @@ class TrainSettings:
     amp: bool = True            # bf16 autocast, CUDA only
     channels_last: bool = True
     compile: bool = False
+    deterministic: bool = False  # no cudnn autotuning, deterministic kernels: identical re-runs on a GPU too
     save_weights: bool = False  # RUN/weights/ID.pt after the last epoch
     checkpoints: bool = True    # RUN/checkpoints/ID.pt after every epoch, to resume an interrupted model
 
@@ -103,8 +104,8 @@ def settings_for(regime: Regime, dataset: str | None = None, **options) -> Train
 
     options: the protocol's (epochs, batch_size, lr, wd, warmup_epochs, zero_init_residual; None keeps
     the protocol's value), DataRequest fields (data_dir, download, train_images, eval_images,
-    loader_workers) and TrainSettings flags (seed, amp, channels_last, compile, save_weights,
-    checkpoints). A batch size given without an lr scales the protocol's lr linearly, keeping the lr
+    loader_workers) and TrainSettings flags (seed, amp, channels_last, compile, deterministic,
+    save_weights, checkpoints). A batch size given without an lr scales the protocol's lr linearly, keeping the lr
     per image.
     """
     unknown = sorted(set(options) - DATA_OPTIONS - FLAGS - set(PROTOCOL))

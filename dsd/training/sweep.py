@@ -1,7 +1,7 @@
 """`train_runs`: a whole sweep, in the order that keeps bad input from touching anything.
 
 1. every option checked (settings, sweep options, the device), 2. the run folders read and the models
-to train planned (ids checked), 3. the data sets found, 4. the models trained on the chosen backend.
+to train planned (ids checked), 3. the data sets found, 4. the models trained on the chosen backend, 5. their result files compacted (dsd.runfolder.results).
 """
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ def train_runs(runs: list[Path], *, ids: list[int] | None = None, progress=None,
     # On this machine (local workers, or a Ray instance started here) the device must be here too.
     device = local_device(sweep.device) if sweep.backend == "local" or not sweep.ray_address else sweep.device
     jobs = [job for run in runs for job in plan(run, settings[run], ids, sweep.retry_failed)]
-    feed = Feed(with_data_located(jobs), sweep.limit, sweep.retry_failed)
+    # On a Ray cluster each node finds its own copy of the data (dsd.training.ray_backend), not this one's.
+    on_cluster = sweep.backend == "ray" and sweep.ray_address
+    feed = Feed(jobs if on_cluster else with_data_located(jobs), sweep.limit, sweep.retry_failed)
     progress = progress or Progress(feed.expected)
     start = time.perf_counter()
     try:
@@ -49,5 +51,6 @@ def train_runs(runs: list[Path], *, ids: list[int] | None = None, progress=None,
         feed.close()
         progress.close()
     counts = {s: sum(1 for t in progress.results if t["status"] == s) for s in runfolder.STATUSES}
+    compacted = {str(run): runfolder.compact(run) for run in runs}  # one results file per run for readers
     return {"trained": progress.results, **counts, "claimed_elsewhere": feed.skipped,
-            "wall_s": round(time.perf_counter() - start, 3)}
+            "wall_s": round(time.perf_counter() - start, 3), "compacted": compacted}

@@ -1,0 +1,180 @@
+"""SLURM: a sweep as an sbatch job array whose every task is one `dsd train` on the shared run folders.
+
+The array needs no coordination of its own: the claims (dsd.runfolder.claims) split the models among
+its tasks as they split them among any processes, and the checkpoints make a requeued or preempted
+task resume the model it was training. Everything is checked as `dsd train` checks it (sweep options,
+each run's settings, the ids) before the script is written; the tasks then only train.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+
+from dsd.errors import BadInput
+from dsd.training.jobs import plan, run_settings
+from dsd.training.settings import DataRequest, SweepOptions, TrainSettings
+
+SLURM_DIR = "slurm"              # RUN/slurm: the script and the tasks' output
+SCRIPT_NAME = "dsd-train.sbatch"
+# minutes, minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes, days-hours:minutes:seconds
+TIME_PATTERN = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}")
+PARTITION_PATTERN = re.compile(r"[\w.-]+(,[\w.-]+)*")
+SWEEP_OPTIONS = {f.name for f in fields(SweepOptions)}
+# dsd train's defaults: an option at its default needs no flag (and flags like --compile have no --no- form)
+DEFAULTS = {f.name: f.default for cls in (DataRequest, TrainSettings, SweepOptions) for f in fields(cls)
+            if f.default is not MISSING}
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """The job array: how many tasks and what each asks SLURM for."""
+
+    jobs: int                        # array tasks; each trains models until none is left unclaimed
+    gpus_per_job: int = 0            # 0: the tasks train on CPUs
+    models_per_gpu: int = 1
+    cpus_per_job: int | None = None  # None: one per model a task trains at once
+    partition: str | None = None
+    time_limit: str | None = None    # SLURM's forms: 30, 1:00:00, 2-00:00:00, ...
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpus_per_job > 0 else "cpu"
+
+    def check(self) -> None:
+        """BadInput naming the first option SLURM cannot be asked for."""
+        for option, value, least in (("--jobs", self.jobs, 1), ("--gpus-per-job", self.gpus_per_job, 0),
+                                     ("--models-per-gpu", self.models_per_gpu, 1),
+                                     ("--cpus-per-job", self.cpus_per_job, 1)):
+            if value is not None and value < least:
+                raise BadInput(f"{option} must be at least {least}, got {value}")
+        if self.time_limit is not None and not TIME_PATTERN.fullmatch(self.time_limit):
+            raise BadInput(f"--time {self.time_limit}: expected minutes, H:MM:SS or D-HH:MM:SS (e.g. 30, 1:00:00, "
+                           f"2-00:00:00)")
+        if self.partition is not None and not PARTITION_PATTERN.fullmatch(self.partition):
+            raise BadInput(f"--partition {self.partition!r}: expected a partition name (letters, digits, . _ -)")
+
+
+def slurm_sweep(runs: list[Path], slurm: SlurmOptions, train_options: dict, *, dry_run: bool = False) -> dict:
+    """Write RUN/slurm/dsd-train.sbatch (RUN: the first run) and submit it with sbatch, unless dry_run.
+
+    train_options: dsd.training.sweep.train_runs's options (ids included) for every task; device and
+    models_per_gpu follow from slurm. Everything is checked before the script is written; with no model
+    left to train nothing is written (script None).
+    """
+    slurm.check()
+    runs = [Path(r).resolve() for r in runs]
+    if re.search(r"[\s\"'%\\]", str(runs[0])):  # #SBATCH lines are not shell: no quoting; % is a pattern
+        raise BadInput(f"{runs[0]}: SLURM's --output cannot name a folder with spaces, quotes, % or \\ in its path")
+    options = task_options(slurm, train_options)
+    models = check_train(runs, options)
+    sbatch = None if dry_run else find_sbatch()
+    summary = {"script": None, "job_id": None, "tasks": slurm.jobs, "models": models, "output": None}
+    if models == 0:
+        return summary
+    path = runs[0] / SLURM_DIR / SCRIPT_NAME
+    path.parent.mkdir(exist_ok=True)  # --output lands here: sbatch does not make folders
+    path.write_text(sbatch_script(runs, slurm, options))
+    job = None if sbatch is None else submit(sbatch, path)
+    return {**summary, "script": str(path), "job_id": job, "output": str(path.parent / "%A_%a.out")}
+
+
+def task_options(slurm: SlurmOptions, options: dict) -> dict:
+    """The tasks' train options: the device and models per GPU from slurm (a train option that says
+    otherwise is refused), relative paths made absolute (a task may start anywhere)."""
+    for name, value in (("device", slurm.device), ("models_per_gpu", slurm.models_per_gpu)):
+        if options.get(name) not in (None, value):
+            flag = name.replace("_", "-")
+            raise BadInput(f"--{flag} {options[name]}: dsd slurm sets it (--{flag} {value}, from --gpus-per-job "
+                           f"and --models-per-gpu)")
+    options = {**options, "device": slurm.device, "models_per_gpu": slurm.models_per_gpu}
+    if options.get("data_dir"):
+        options["data_dir"] = str(Path(options["data_dir"]).expanduser().resolve())
+    kind, _, folder = (options.get("dataset") or "").partition(":")
+    if kind == "imagefolder" and folder:
+        options["dataset"] = f"imagefolder:{Path(folder).expanduser().resolve()}"
+    return options
+
+
+def check_train(runs: list[Path], options: dict) -> int:
+    """dsd train's own checks (train_runs' first two steps), without training; the models left to train."""
+    ids = options.get("ids")
+    SweepOptions(**{k: v for k, v in options.items() if k in SWEEP_OPTIONS}).check()
+    overrides = {k: v for k, v in options.items() if k not in SWEEP_OPTIONS and k != "ids"}
+    try:
+        settings = {run: run_settings(run, **overrides) for run in runs}
+    except TypeError as e:  # an option dsd train does not have
+        raise BadInput(str(e).replace("settings_for", "dsd train")) from None
+    return sum(len(plan(run, settings[run], ids, options.get("retry_failed", False))) for run in runs)
+
+
+def train_flags(options: dict) -> list[str]:
+    """train_runs' options as `dsd train` flags: --name VALUE, a boolean --name or --no-name, ids 0,3,7-9;
+    an option at dsd train's default is left out."""
+    flags = []
+    for name, value in options.items():
+        if value is None or (name in DEFAULTS and DEFAULTS[name] == value):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            flags += [flag, id_ranges(value) if isinstance(value, (list, tuple)) else str(value)]
+    return flags
+
+
+def id_ranges(ids) -> str:
+    """[0, 3, 7, 8, 9] -> '0,3,7-9', as --ids takes them (a long range stays short)."""
+    parts, ids = [], sorted(set(ids))
+    for i in ids:
+        if parts and i == parts[-1][1] + 1:
+            parts[-1][1] = i
+        else:
+            parts.append([i, i])
+    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in parts)
+
+
+def sbatch_script(runs: list[Path], slurm: SlurmOptions, options: dict) -> str:
+    """The array script: SLURM's directives, then `dsd train` with this Python and absolute paths."""
+    first = runs[0]
+    name = re.sub(r"[^\w.-]+", "-", first.name)
+    at_once = slurm.gpus_per_job * slurm.models_per_gpu or options.get("cpu_workers") or 1
+    directives = [f"--job-name=dsd-{name}", f"--array=0-{slurm.jobs - 1}",
+                  f"--output={first / SLURM_DIR / '%A_%a.out'}", "--open-mode=append", "--requeue",
+                  f"--cpus-per-task={slurm.cpus_per_job or at_once}"]
+    directives += [f"--gres=gpu:{slurm.gpus_per_job}"] * (slurm.gpus_per_job > 0)
+    directives += [f"--partition={slurm.partition}"] * (slurm.partition is not None)
+    directives += [f"--time={slurm.time_limit}"] * (slurm.time_limit is not None)
+    rest = {k: v for k, v in options.items() if k not in ("device", "models_per_gpu")}
+    command = [sys.executable, "-m", "dsd", "train", *map(str, runs), "--device", slurm.device,
+               "--models-per-gpu", str(slurm.models_per_gpu), *train_flags(rest)]
+    return "\n".join([
+        "#!/bin/bash",
+        *(f"#SBATCH {d}" for d in directives),
+        "# Written by `dsd slurm`. Every task trains the models of the runs that no other task has claimed",
+        "# (RUN/claims) and exits when none is left; a requeued task resumes from RUN/checkpoints.",
+        "set -euo pipefail",
+        'echo "dsd slurm: task ${SLURM_ARRAY_TASK_ID:-none} of job ${SLURM_ARRAY_JOB_ID:-none} on $(hostname)"',
+        " ".join(map(shlex.quote, command)),
+        ""])
+
+
+def find_sbatch() -> str:
+    sbatch = shutil.which("sbatch")
+    if sbatch is None:
+        raise BadInput("SLURM's sbatch was not found on PATH (submit from a SLURM login node, or give --dry-run)")
+    return sbatch
+
+
+def submit(sbatch: str, script: Path) -> str:
+    """Submit the script; the job id sbatch --parsable prints ("ID" or "ID;CLUSTER")."""
+    proc = subprocess.run([sbatch, "--parsable", str(script)], capture_output=True, text=True)
+    found = re.match(r"\s*(\d+)", proc.stdout)
+    if proc.returncode != 0 or found is None:
+        said = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}").splitlines()[-1]
+        raise BadInput(f"sbatch refused {script}: {said}")
+    return found.group(1)
