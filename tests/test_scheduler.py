@@ -301,18 +301,6 @@ def test_slots_spread_round_robin(monkeypatch):
     assert all(sum(d == f"cuda:{i}" for d, _ in first) == 2 for i in range(8))
 
 
-def test_ray_backend_finishes_a_run_with_the_same_layout(tiny_run):
-    pytest.importorskip("ray")
-    run = tiny_run(3)
-    proc = dsd("train", run, *FAST, "--backend", "ray", "--json", timeout=300)
-    assert trained_ids(proc) == [0, 1, 2]
-    rows = results(run)
-    assert all(r["status"] == "done" and len(r["error_curve"]) == 3 for r in rows.values())
-    assert sorted(result_bytes(run)) == ["0.parquet", "1.parquet", "2.parquet"]
-    assert not list((run / store.CLAIMS_DIR).iterdir())
-    assert trained_ids(dsd("train", run, *FAST, "--backend", "ray", "--json", timeout=300)) == []
-
-
 def test_slots_give_k_models_to_every_gpu_or_split_the_cpu_cores(monkeypatch):
     import torch
 

@@ -67,6 +67,9 @@ def train(
     amp: bool = typer.Option(SETTING("amp"), help="bf16 autocast on a GPU."),
     channels_last: bool = typer.Option(SETTING("channels_last"), help="Channels-last memory format."),
     compile_model: bool = typer.Option(SETTING("compile"), "--compile", help="torch.compile each model (pays off for long runs)."),
+    deterministic: bool = typer.Option(SETTING("deterministic"), "--deterministic",
+                                       help="No cudnn autotuning, deterministic kernels: identical re-runs on one "
+                                            "GPU too (slower; on the CPU re-runs are identical anyway)."),
     loader_workers: int = typer.Option(DATA("loader_workers"), help="DataLoader workers per model (imagefolder only)."),
     save_weights: bool = typer.Option(SETTING("save_weights"), "--save-weights", help="Keep final weights in RUN/weights/ID.pt."),
     checkpoints: bool = typer.Option(SETTING("checkpoints"), help="Save each model's state after every epoch in RUN/checkpoints/, "
@@ -103,7 +106,7 @@ def train(
         dataset=dataset, data_dir=data_dir, download=download, epochs=epochs, batch_size=batch_size, lr=lr,
         wd=wd, warmup_epochs=warmup_epochs, zero_init_residual=zero_init_residual, train_images=train_images,
         eval_images=eval_images, loader_workers=loader_workers, seed=seed, amp=amp, channels_last=channels_last,
-        compile=compile_model, save_weights=save_weights, checkpoints=checkpoints)
+        compile=compile_model, deterministic=deterministic, save_weights=save_weights, checkpoints=checkpoints)
     if json_out:
         emit_json(summary)
     elsewhere = f", {summary['claimed_elsewhere']} left to other processes" if summary["claimed_elsewhere"] else ""

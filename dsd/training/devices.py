@@ -114,10 +114,11 @@ def local_device(text: str) -> str:
             return "cuda"
         reason = unusable_gpu()
         if reason:
-            print(f"warning: --device auto: {reason}; training on the CPU", file=sys.stderr, flush=True)
+            print(f"warning: --device auto: {reason}; using the CPU", file=sys.stderr, flush=True)
         return "cpu"
     if is_gpu(device) and not torch.cuda.is_available():
-        raise BadInput(f"--device {device}: {unusable_gpu() or 'no CUDA GPU is visible to torch'}")
+        reason = unusable_gpu()
+        raise BadInput(f"--device {device}: no CUDA GPU is visible to torch" + (f": {reason}" if reason else ""))
     index = gpu_index(device)
     if index is not None and index >= torch.cuda.device_count():
         raise BadInput(f"--device {device}: torch sees {torch.cuda.device_count()} GPU(s), cuda:0..")

@@ -3,9 +3,9 @@
 Nothing lost, nothing done twice, across processes and hosts that share a run folder:
 - Every model is claimed (dsd.runfolder.claims) before it starts and released after its result is
   written; the claims this process holds are refreshed by a heartbeat thread.
-- The process that trains a model writes its row with dsd.runfolder.write_result (temp file + rename),
-  so a kill at any moment loses at most the models in flight, never a finished one.
-Both backends (dsd.training.workers, dsd.training.ray_backend) train a job with `run_job`.
+- The row is written with dsd.runfolder.write_result (temp file + rename), so a kill at any moment loses
+  at most the models in flight, never a finished one: by the worker that trained it (local backend,
+  `run_job`), or by the driver from the row a Ray actor sends back (`train_job`: no shared disk needed).
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ import os
 import platform
 import socket
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -217,23 +217,20 @@ def train_model(spec: ModelSpec, data, settings: TrainSettings, *, model_id: int
                                    lambda: fresh_state(spec, settings, device, seed, steps))
     start -= state.wall_s
     work, status = Steps(state, data, settings, device, nan=fault == "nan"), "done"
-    with kernel_choice(settings.deterministic):
-        try:
-            for epoch in range(len(state.errors) + 1, settings.epochs + 1):
-                t = time.perf_counter()
-                state.losses.append(work.train_epoch(steps))
-                state.train_s += time.perf_counter() - t
-                if not math.isfinite(state.losses[-1]):
-                    status, message = "diverged", f"the training loss became {state.losses[-1]} in epoch {epoch}"
-                    break
-                state.errors.append(work.evaluate())
-                if checkpoint_path is not None and epoch < settings.epochs:
-                    save_state(checkpoint_path, state.checkpoint(expected, time.perf_counter() - start))
-                strike(model_id, fault, fault_epoch, epoch)
-                if on_epoch:
-                    on_epoch(epoch, state.errors[-1], state.losses[-1])
-        finally:
-            data.close()
+    with kernel_choice(settings.deterministic), closing(data):  # closing: a model's loader workers end with it
+        for epoch in range(len(state.errors) + 1, settings.epochs + 1):
+            t = time.perf_counter()
+            state.losses.append(work.train_epoch(steps))
+            state.train_s += time.perf_counter() - t
+            if not math.isfinite(state.losses[-1]):
+                status, message = "diverged", f"the training loss became {state.losses[-1]} in epoch {epoch}"
+                break
+            state.errors.append(work.evaluate())
+            if checkpoint_path is not None and epoch < settings.epochs:
+                save_state(checkpoint_path, state.checkpoint(expected, time.perf_counter() - start))
+            strike(model_id, fault, fault_epoch, epoch)
+            if on_epoch:
+                on_epoch(epoch, state.errors[-1], state.losses[-1])
     if weights_path is not None and status == "done":
         save_state(weights_path, {k: v.detach().cpu() for k, v in state.model.state_dict().items()})
     errors, losses = state.errors, state.losses

@@ -23,7 +23,7 @@ def train_runs(runs: list[Path], *, ids: list[int] | None = None, progress=None,
 
     options: SweepOptions fields (backend, device, models_per_gpu, cpu_workers, ray_address, limit,
     retry_failed) and settings_for's overrides (dataset, epochs, batch_size, lr, wd, data_dir, download,
-    train_images, eval_images, loader_workers, seed, amp, channels_last, compile, save_weights,
+    train_images, eval_images, loader_workers, seed, amp, channels_last, compile, deterministic, save_weights,
     checkpoints). Everything is checked before anything is written, so bad input changes nothing on disk.
     """
     sweep = SweepOptions(**{k: v for k, v in options.items() if k in SWEEP_OPTIONS})
