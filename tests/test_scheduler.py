@@ -156,6 +156,21 @@ def test_kill_9_loses_nothing_and_leaves_no_workers_or_partial_files(tiny_run):
     assert not list((run / "checkpoints").iterdir())  # every model finished, so none is kept
 
 
+def test_sigterm_releases_the_claims_so_a_requeued_task_elsewhere_takes_them_at_once(tiny_run):
+    run = tiny_run(2)
+    slow = [a if a != "3" else "20" for a in FAST]
+    proc = subprocess.Popen([sys.executable, "-m", "dsd", "train", str(run), *slow, "--device", "cpu"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((run / "checkpoints").glob("*.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    assert list((run / store.CLAIMS_DIR).iterdir()), "the model should be claimed while it trains"
+    proc.send_signal(signal.SIGTERM)  # as SLURM preempts a task
+    assert proc.wait(timeout=30) != 0 and "interrupted" in proc.stderr.read()
+    assert not list((run / store.CLAIMS_DIR).iterdir()), "a terminated dsd train left its claims"
+    assert list((run / "checkpoints").glob("*.pt")), "the checkpoint stays for the task that resumes"
+
+
 def test_two_processes_on_one_run_train_every_model_once(tiny_run):
     run = tiny_run(6)
     cmd = [sys.executable, "-m", "dsd", "train", str(run), *FAST, "--json"]
@@ -307,7 +322,8 @@ def test_slots_give_k_models_to_every_gpu_or_split_the_cpu_cores(monkeypatch):
     from dsd.training.devices import slots_for
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)  # the machine's cores; the process may use 16 of them
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert slots_for("cuda", models_per_gpu=3) == [("cuda:0", 2), ("cuda:1", 2)] * 3
     assert slots_for("cuda:1", models_per_gpu=2) == [("cuda:1", 4)] * 2  # at most 4 threads per slot
     assert slots_for("cpu", cpu_workers=4) == [("cpu", 4)] * 4

@@ -4,15 +4,26 @@ For a model of total depth d with per-block widths w_j, a grid search over (w0, 
 e_fit = mean_j |log(w_j_pred / w_j)|, where w_j_pred is the quantized linear rule of dsd.design.regnet. Good
 AnyNet models turn out to fit well (small e_fit): that observation is what led to RegNet.
 
-The search is vectorized: every point of a coarse grid (w0 multiples of 8 in 8..256, wa in 0..256
-log-spaced, wm in 1.5..3 log-spaced, the ranges of RegNetX) is evaluated at once, then twice refined
-on a finer grid around the best point. The predictions of the coarse grid do not depend on the model,
-so they are computed once per call for all models.
+The search: every point of a coarse grid (w0 multiples of 8 in 8..256, wa in 0..256 log-spaced, wm in
+1.5..3 log-spaced, the ranges of RegNetX) is evaluated, and each of the STARTS best is refined twice
+on a finer grid around it (REFINE_POINTS values of wa and of wm between the neighbours of the point);
+the best refined point wins. Ties go as in a plain evaluation of every grid point: the first minimum
+in (w0, wa, wm) order within a grid, then the lowest (e_fit, w0, wa, wm), and the coarse starts are
+numpy's argpartition of the coarse costs.
+
+The fine grids are not evaluated point by point. Along wa (w0 and wm fixed) a block's exponent
+s_j = round(log(1 + wa j / w0) / log(wm)) only grows, so each column of a grid changes its predicted
+widths at a few "events" (block j reaching exponent t), found from the inverse of the rule. Summing
+the cost changes of the events gives every point's cost up to rounding; only the points within
+rounding of the minimum, one per run of identical predictions, are then summed exactly, in the order
+of a plain evaluation, so that e_fit and the chosen point are bit for bit those of evaluating the
+whole grid. Many fits are solved together (numpy over models and grids).
 """
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +40,11 @@ WA_GRID = np.concatenate([[0.0], np.geomspace(1.0, 256.0, 40)])
 WM_GRID = np.geomspace(1.5, 3.0, 24)
 REFINE_POINTS = 33
 STARTS = 8
+QUANTUM = 8
+CHUNK = 8  # models solved together: bounds the memory of the (grid, w0, wm, block) arrays
+# A certain event position lies this far (relatively) from the grid's wa values; else it is checked exactly.
+EVENT_MARGIN = 1e-9
+
 
 def block_widths(depths, widths) -> np.ndarray:
     """Per-block widths w_j of a model given per stage."""
@@ -39,52 +55,245 @@ def _grid(w0s, was, wms):
     return [a.ravel() for a in np.meshgrid(w0s, was, wms, indexing="ij")]
 
 
-def _log_predictions(points, depth: int) -> np.ndarray:
-    w0, wa, wm = (p[:, None] for p in points)
-    return np.log(quantized_linear_widths(depth, w0, wa, wm))
-
-
-class Coarse:
-    """The coarse grid and its log-predicted widths up to a depth, shared by all fits of one call."""
-
-    def __init__(self, max_depth: int):
-        self.points = _grid(W0_GRID, WA_GRID, WM_GRID)
-        self.log_pred = _log_predictions(self.points, max_depth)
-
-
-def _costs(log_pred, j, log_w) -> np.ndarray:
-    diff = log_pred[:, j] - log_w
-    return np.abs(diff, out=diff).mean(axis=1)  # in place: the fits' hot spot, half the memory traffic
-
-
 def _around(grid, value, points=REFINE_POINTS):
     i = int(np.argmin(np.abs(grid - value)))
     return np.linspace(grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)], points)
 
 
-def _refine(start, j, log_w) -> tuple[float, tuple]:
-    """Two rounds of a finer grid around one coarse point: (e_fit, (w0, wa, wm))."""
-    w0, wa, wm = start
-    w0s = np.unique(np.clip([w0 - 8, w0, w0 + 8], W0_GRID[0], W0_GRID[-1]))
-    was, wms = _around(WA_GRID, wa), _around(WM_GRID, wm)
-    for _ in range(2):
-        points = _grid(w0s, was, wms)
-        cost = _costs(_log_predictions(points, int(j.max()) + 1), j, log_w)
-        k = int(np.argmin(cost))
-        w0, wa, wm = (float(p[k]) for p in points)
-        w0s, was, wms = np.array([w0]), _around(was, wa), _around(wms, wm)
-    return float(cost[k]), (w0, wa, wm)
+def _neighbours(lists: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """Per row, the REFINE_POINTS values between the neighbours of lists[row, i] (what _around gives)."""
+    rows = np.arange(len(lists))
+    lo, hi = lists[rows, np.maximum(i - 1, 0)], lists[rows, np.minimum(i + 1, lists.shape[1] - 1)]
+    return np.linspace(lo, hi, REFINE_POINTS, axis=-1)
+
+
+def _log_ratio(w0, wa, j):
+    """log(u_j / w0) of the rule, u_j = w0 + wa j, with the operations of quantized_linear_widths."""
+    return np.log((w0 + wa * j) / w0)
+
+
+def _exponents(w0, wa, j, log_wm):
+    """The rule's exponents s_j = round(log(u_j / w0) / log(wm)), with its operations."""
+    s = _log_ratio(w0, wa, j) / log_wm
+    return np.round(s, out=s)
+
+
+class Coarse:
+    """The coarse grid and what all fits of one call share: the coarse log-predicted widths (one row
+    per block position), the lists of wa and wm that the refinements take around every coarse value
+    (and, for wm, around every value of those), the powers wm ** t of these, and log(8 k)."""
+
+    def __init__(self, max_depth: int):
+        self.points = _grid(W0_GRID, WA_GRID, WM_GRID)
+        self.wa_lists = _neighbours(np.tile(WA_GRID, (len(WA_GRID), 1)), np.arange(len(WA_GRID)))
+        self.wm_lists = _neighbours(np.tile(WM_GRID, (len(WM_GRID), 1)), np.arange(len(WM_GRID)))
+        n = REFINE_POINTS
+        self.wm_lists2 = _neighbours(np.repeat(self.wm_lists, n, axis=0), np.tile(np.arange(n), len(WM_GRID)))
+        # the largest u_j of any grid point bounds every exponent and predicted width (wm >= 1.5)
+        top_u = WA_GRID[-1] * max(max_depth - 1, 0) + W0_GRID[-1]
+        levels = np.arange(int(np.log(top_u / W0_GRID[0]) / np.log(WM_GRID[0]) + 0.5) + 2, dtype=float)
+        self.powers = np.power(self.wm_lists[..., None], levels)
+        self.powers2 = np.power(self.wm_lists2[..., None], levels).reshape(len(WM_GRID), n, n, len(levels))
+        self.wm_lists2 = self.wm_lists2.reshape(len(WM_GRID), n, n)
+        eights = np.arange(1, int(top_u * np.sqrt(WM_GRID[-1]) / QUANTUM) + 3) * QUANTUM
+        self.log_width = np.concatenate([[np.nan], np.log(eights)])  # at k: log(8 k), as np.log of the int width
+        self.log_pred_by_block = self._coarse_predictions(max_depth, levels)
+
+    def _coarse_predictions(self, depth: int, levels: np.ndarray) -> np.ndarray:
+        """log of quantized_linear_widths at every coarse point, (block, point): the rule's operations,
+        with the powers of wm and the logs of widths looked up."""
+        w0 = W0_GRID[:, None, None, None]
+        s = _exponents(w0, WA_GRID[None, :, None, None], np.arange(depth), np.log(WM_GRID)[None, None, :, None])
+        powers = np.power(WM_GRID[:, None], levels)
+        k = np.round(w0 * powers[np.arange(len(WM_GRID))[:, None], s.astype(np.intp)] / QUANTUM)
+        return np.ascontiguousarray(self.log_width[k.astype(np.intp)].reshape(-1, depth).T)
+
+
+@dataclass
+class Blocks:
+    """The blocks of several fits, padded to one length: positions j, log widths, and which are real
+    (a model's blocks, or the pooled blocks of a population fit, in their order)."""
+
+    j: np.ndarray  # (fits, E) int
+    log_w: np.ndarray  # (fits, E)
+    real: np.ndarray  # (fits, E)  1.0 or 0.0
+    count: np.ndarray  # (fits,)
+
+    @classmethod
+    def of(cls, fits: list[tuple[np.ndarray, np.ndarray]]) -> "Blocks":
+        shape = (len(fits), max(len(j) for j, _ in fits))
+        j, log_w, real = np.zeros(shape, np.intp), np.zeros(shape), np.zeros(shape)
+        for row, (jj, lw) in enumerate(fits):
+            j[row, :len(jj)], log_w[row, :len(jj)], real[row, :len(jj)] = jj, lw, 1.0
+        return cls(j, log_w, real, np.array([len(jj) for jj, _ in fits]))
+
+
+@dataclass
+class Grids:
+    """Fine grids, one per (fit, start): w0 values (padded; `ok` marks the real ones), wa and wm lists,
+    the powers wm ** t and the coarse wm each wm list surrounds."""
+
+    fit: np.ndarray  # (G,)
+    w0: np.ndarray  # (G, n0)
+    ok: np.ndarray  # (G, n0)
+    wa: np.ndarray  # (G, 33)
+    wm: np.ndarray  # (G, 33)
+    powers: np.ndarray  # (G, 33, levels)
+    coarse_wm: np.ndarray  # (G,)
+
+
+def coarse_costs(blocks: Blocks, row: int, coarse: Coarse, span: int = 8192) -> np.ndarray:
+    """e_fit at every coarse point of one fit, summed in the order of a plain evaluation (block after
+    block), so that numpy's argpartition picks the starts it picked from the plain costs. Done span
+    points at a time, which keeps the blocks x points differences in cache."""
+    n = blocks.count[row]
+    j, lw = blocks.j[row, :n], blocks.log_w[row, :n, None]
+    rows = slice(0, n) if np.array_equal(j, np.arange(n)) else j  # a model's blocks: no copy of the predictions
+    table = coarse.log_pred_by_block
+    out, diff = np.empty(table.shape[1]), np.empty((n, span))
+    for lo in range(0, len(out), span):
+        part = diff[:, :min(span, len(out) - lo)]
+        np.subtract(table[rows, lo:lo + span], lw, out=part)
+        np.abs(part, out=part).mean(axis=0, out=out[lo:lo + span])
+    return out
+
+
+def first_grids(blocks: Blocks, coarse: Coarse) -> Grids:
+    """The first fine grid around each of the STARTS best coarse points of every fit."""
+    k = np.concatenate([np.argpartition(coarse_costs(blocks, row, coarse), STARTS)[:STARTS]
+                        for row in range(len(blocks.count))])
+    n_wa, n_wm = len(WA_GRID), len(WM_GRID)
+    w0s = np.clip(W0_GRID[k // (n_wa * n_wm), None] + [-QUANTUM, 0, QUANTUM], W0_GRID[0], W0_GRID[-1])
+    ok = np.ones(w0s.shape, bool)
+    ok[:, 1:] = w0s[:, 1:] != w0s[:, :-1]  # a clipped duplicate, which np.unique leaves out
+    order = np.argsort(~ok, axis=1, kind="stable")  # the real values first, still increasing
+    rows = np.arange(len(k))[:, None]
+    wa, wm = (k // n_wm) % n_wa, k % n_wm
+    return Grids(np.repeat(np.arange(len(blocks.count)), STARTS), w0s[rows, order], ok[rows, order],
+                 coarse.wa_lists[wa], coarse.wm_lists[wm], coarse.powers[wm], wm)
+
+
+def second_grids(grids: Grids, best: tuple, coarse: Coarse) -> Grids:
+    """The second fine grid around the best point of each first grid (at its w0 only)."""
+    w, i, m = best
+    rows = np.arange(len(grids.fit))
+    return Grids(grids.fit, grids.w0[rows, w, None], np.ones((len(rows), 1), bool), _neighbours(grids.wa, i),
+                 coarse.wm_lists2[grids.coarse_wm, m], coarse.powers2[grids.coarse_wm, m], grids.coarse_wm)
+
+
+def solve(grids: Grids, blocks: Blocks, coarse: Coarse) -> tuple[np.ndarray, tuple]:
+    """The minimum of each grid as a plain evaluation of all its points finds it: per grid, e_fit and
+    the (w0, wa, wm) indices of its first minimum in (w0, wa, wm) order.
+
+    Each (grid, w0, wm) is a column of REFINE_POINTS values of wa; its cost at the first wa, plus the
+    changes of its events, is every point's cost up to rounding."""
+    j, log_w, real = blocks.j[grids.fit], blocks.log_w[grids.fit], blocks.real[grids.fit]
+    log_wm = np.log(grids.wm)
+    first, last = (_exponents(grids.w0[:, :, None, None], grids.wa[:, None, None, [end]], j[:, None, None, :],
+                              log_wm[:, None, :, None]) for end in (0, -1))  # (grid, w0, wm, block)
+    n_levels = int(last.max()) + 1
+    log_pred = coarse.log_width[np.minimum(np.round(grids.w0[:, :, None, None] * grids.powers[:, None, :, :n_levels]
+                                                    / QUANTUM).astype(np.intp), len(coarse.log_width) - 1)]
+    base = _terms(log_pred, first, log_w[:, None, None], real[:, None, None]).sum(axis=-1)
+    at, delta = _events(grids, j, log_w, log_wm, log_pred, first, last)
+    n = REFINE_POINTS
+    shape = (len(grids.fit), grids.w0.shape[1], n, n)  # (grid, w0, wa, wm): the order of a plain evaluation
+    approx = np.bincount(at, delta, minlength=base.size * n).astype(float, copy=False).reshape(shape)
+    approx[:, :, 0] += base
+    for i in range(1, n):  # a running sum along wa (np.cumsum is slower on these short axes)
+        approx[:, :, i] += approx[:, :, i - 1]
+    approx[~grids.ok] = np.inf
+    changed = np.bincount(at, minlength=approx.size).reshape(shape) > 0
+    changed[:, :, 0] = True
+    low = approx.min(axis=(1, 2, 3))
+    near = approx <= (low * (1 + 1e-9) + 1e-9)[:, None, None, None]
+    point = np.flatnonzero(near & changed)  # one point per run of identical predictions, in grid order
+    rg, rest = np.divmod(point, shape[1] * n * n)
+    rw, ri, rm = rest // (n * n), rest // n % n, rest % n
+    s = _exponents(grids.w0[rg, rw, None], grids.wa[rg, ri, None], j[rg], log_wm[rg, rm, None])
+    cost = np.add.accumulate(_terms(log_pred[rg, rw, rm], s, log_w[rg], real[rg]), axis=1)[:, -1]
+    cost /= blocks.count[grids.fit[rg]]  # block after block, then / d: as np.mean of a plain evaluation
+    order = np.lexsort((point, cost, rg))
+    best = order[np.r_[True, rg[order][1:] != rg[order][:-1]]]
+    return cost[best], (rw[best], ri[best], rm[best])
+
+
+def _terms(log_pred, s, log_w, real) -> np.ndarray:
+    """|log(w_pred / w)| per block at exponents s (real blocks; 0 for padding); log_pred: the log
+    predicted width per level, of the same leading shape as s."""
+    levels = log_pred.shape[-1]
+    index = s.astype(np.intp)
+    index += (np.arange(index.size // index.shape[-1]) * levels).reshape(*index.shape[:-1], 1)
+    terms = np.take(log_pred, index)
+    terms -= log_w
+    np.abs(terms, out=terms)
+    terms *= real
+    return terms
+
+
+def _events(grids: Grids, j, log_w, log_wm, log_pred, first, last) -> tuple:
+    """Where along wa each block's exponent steps up, and what that changes: per event its column
+    (grid, w0, wm), level t, wa index and cost change. The index comes from inverting the rule; when it
+    lies within rounding of a grid value, evaluating the rule there settles it."""
+    steps = (last - first).reshape(-1, j.shape[1])  # per column and block: how many levels it climbs
+    cells = [np.flatnonzero(steps > k) for k in range(int(steps.max()))]
+    cell = np.concatenate([np.zeros(0, np.intp), *cells])
+    t = first.reshape(steps.shape).ravel()[cell].astype(np.intp)
+    t += np.repeat(np.arange(1, len(cells) + 1), [len(c) for c in cells])
+    columns, e = np.divmod(cell, j.shape[1])
+    g = columns // (first.shape[1] * first.shape[2])
+    w0 = np.broadcast_to(grids.w0[:, :, None], first.shape[:3]).ravel()[columns]
+    lwm = np.broadcast_to(log_wm[:, None, :], first.shape[:3]).ravel()[columns]
+    block = g * j.shape[1] + e
+    jj = j.ravel()[block]
+    at = w0 * np.expm1((t - 0.5) * lwm) / jj  # the wa at which block j reaches exponent t
+    n = REFINE_POINTS
+    wa = grids.wa.ravel()
+    at_wa = (at - wa[g * n]) * ((n - 1) / (grids.wa[:, -1] - grids.wa[:, 0]))[g]
+    position = g * n + np.clip(np.ceil(at_wa), 1, n - 1).astype(np.intp)
+    unsure = ~((wa[position - 1] < at * (1 - EVENT_MARGIN)) & (wa[position] > at * (1 + EVENT_MARGIN)))
+    while unsure.any():
+        k = np.flatnonzero(unsure)
+        here = _exponents(w0[k], wa[position[k]], jj[k], lwm[k]) >= t[k]
+        before = _exponents(w0[k], wa[position[k] - 1], jj[k], lwm[k]) >= t[k]
+        position[k] += np.where(here, np.where(before, -1, 0), 1)
+        unsure[k] = ~here | before
+    lw = log_w.ravel()[block]
+    at_level = columns * log_pred.shape[-1] + t
+    delta = np.abs(log_pred.ravel()[at_level] - lw)
+    delta -= np.abs(log_pred.ravel()[at_level - 1] - lw)
+    wm = columns % n
+    return ((columns - wm) + position - g * n) * n + wm, delta
+
+
+def fit_blocks_many(fits: list[tuple], coarse: Coarse) -> list[dict]:
+    """Best (w0, wa, wm) and e_fit for each (j, log_w): blocks at positions j with log widths log_w (one
+    model, or the blocks of many models pooled for a population fit). The best STARTS coarse points are
+    refined, since the narrow regions of an exact fit need not lie next to the single best coarse point."""
+    blocks = Blocks.of([(np.asarray(j, dtype=np.int64), np.asarray(lw, dtype=float)) for j, lw in fits])
+    grids = first_grids(blocks, coarse)
+    _, best = solve(grids, blocks, coarse)
+    grids = second_grids(grids, best, coarse)
+    e_fit, (_, i, m) = solve(grids, blocks, coarse)
+    rows = np.arange(len(e_fit))
+    w0, wa, wm = grids.w0[:, 0], grids.wa[rows, i], grids.wm[rows, m]
+    order = np.lexsort((wm, wa, w0, e_fit, grids.fit))  # per fit, the least (e_fit, w0, wa, wm)
+    chosen = order[np.r_[True, grids.fit[order][1:] != grids.fit[order][:-1]]]
+    return [{"w0": float(w0[k]), "wa": float(wa[k]), "wm": float(wm[k]), "e_fit": float(e_fit[k])} for k in chosen]
 
 
 def fit_blocks(j, log_w, coarse: Coarse) -> dict:
-    """Best (w0, wa, wm) and e_fit for blocks at positions j with log widths log_w (one model, or the
-    blocks of many models pooled for a population fit). The best STARTS coarse points are refined,
-    since the narrow regions of an exact fit need not lie next to the single best coarse point."""
-    j = np.asarray(j, dtype=int)
-    cost = _costs(coarse.log_pred, j, log_w)
-    starts = np.argpartition(cost, STARTS)[:STARTS] if len(cost) > STARTS else np.arange(len(cost))
-    e_fit, (w0, wa, wm) = min(_refine(tuple(p[k] for p in coarse.points), j, log_w) for k in starts)
-    return {"w0": w0, "wa": wa, "wm": wm, "e_fit": e_fit}
+    """Best (w0, wa, wm) and e_fit for blocks at positions j with log widths log_w."""
+    return fit_blocks_many([(j, log_w)], coarse)[0]
+
+
+def fit_models(depths, widths, coarse: Coarse) -> list[dict]:
+    """The quantized linear fits of many models (d = each one's total depth), solved CHUNK at a time
+    in threads (numpy releases the GIL)."""
+    fits = [(np.arange(len(b)), np.log(b)) for b in map(block_widths, depths, widths)]
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        parts = pool.map(lambda lo: fit_blocks_many(fits[lo:lo + CHUNK], coarse), range(0, len(fits), CHUNK))
+        return [f for part in parts for f in part]
 
 
 def fit_model(depths, widths, coarse: Coarse | None = None) -> dict:
@@ -109,10 +318,7 @@ def fit_runs(frame: pd.DataFrame, top: int | None = 20, population_top: int = 20
     w_j = linear_w0 + linear_wa * j through them)."""
     chosen = select(frame, top)
     coarse = Coarse(int(frame["depth"].max()))
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # numpy releases the GIL: the fits run in parallel
-        fitted = list(pool.map(lambda rec: fit_model(rec.depths, rec.widths, coarse),
-                               chosen.itertuples(index=False)))
-    chosen = chosen.assign(fit=fitted)
+    chosen = chosen.assign(fit=fit_models(chosen["depths"], chosen["widths"], coarse))
     rows = []
     for run in run_names(frame):
         part = chosen[chosen["run"] == run]

@@ -6,6 +6,7 @@ one line and exit 2; other failures -> exit 1).
 """
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -21,6 +22,9 @@ def main() -> None:
 
     if len(sys.argv) == 1:
         sys.argv.append("--help")
+    # SIGTERM (how SLURM preempts a task, how `kill` stops one) unwinds like Ctrl-C: `dsd train` then
+    # releases its claims, so that a task requeued on another node takes its models at once
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     # typer may vendor its own click: take UsageError from typer's BadParameter, whichever click it is
     usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")

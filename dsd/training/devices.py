@@ -125,6 +125,15 @@ def local_device(text: str) -> str:
     return device
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (what SLURM, taskset or a container grant),
+    not the machine's count, so that a task given 8 of 64 cores runs 8 threads."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity on this platform (macOS)
+        return os.cpu_count() or 1
+
+
 def slots_for(device: str, models_per_gpu: int = 1, cpu_workers: int = 1) -> list[tuple[str, int]]:
     """(device, CPU threads) per slot: K per GPU (every visible GPU unless one is named), N on the CPU.
 
@@ -132,7 +141,7 @@ def slots_for(device: str, models_per_gpu: int = 1, cpu_workers: int = 1) -> lis
     which uses the first slots, spreads them over every GPU."""
     import torch
 
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     if device == "cpu":
         return [("cpu", max(1, cores // cpu_workers))] * cpu_workers
     gpus = [device] if gpu_index(device) is not None else [f"cuda:{i}" for i in range(torch.cuda.device_count())]

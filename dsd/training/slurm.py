@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dsd.errors import BadInput
 from dsd.training.jobs import plan, run_settings
-from dsd.training.settings import DataRequest, SweepOptions, TrainSettings
+from dsd.training.settings import DATA_OPTIONS, FLAGS, PROTOCOL, DataRequest, SweepOptions, TrainSettings
 
 SLURM_DIR = "slurm"              # RUN/slurm: the script and the tasks' output
 SCRIPT_NAME = "dsd-train.sbatch"
@@ -25,6 +25,7 @@ SCRIPT_NAME = "dsd-train.sbatch"
 TIME_PATTERN = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}")
 PARTITION_PATTERN = re.compile(r"[\w.-]+(,[\w.-]+)*")
 SWEEP_OPTIONS = {f.name for f in fields(SweepOptions)}
+TRAIN_OPTIONS = SWEEP_OPTIONS | DATA_OPTIONS | FLAGS | set(PROTOCOL) | {"dataset", "ids"}  # train_runs's
 # dsd train's defaults: an option at its default needs no flag (and flags like --compile have no --no- form)
 DEFAULTS = {f.name: f.default for cls in (DataRequest, TrainSettings, SweepOptions) for f in fields(cls)
             if f.default is not MISSING}
@@ -86,6 +87,9 @@ def slurm_sweep(runs: list[Path], slurm: SlurmOptions, train_options: dict, *, d
 def task_options(slurm: SlurmOptions, options: dict) -> dict:
     """The tasks' train options: the device and models per GPU from slurm (a train option that says
     otherwise is refused), relative paths made absolute (a task may start anywhere)."""
+    unknown = sorted(set(options) - TRAIN_OPTIONS)
+    if unknown:
+        raise BadInput(f"{unknown[0]!r}: dsd train has no such option")
     for name, value in (("device", slurm.device), ("models_per_gpu", slurm.models_per_gpu)):
         if options.get(name) not in (None, value):
             flag = name.replace("_", "-")
@@ -105,10 +109,7 @@ def check_train(runs: list[Path], options: dict) -> int:
     ids = options.get("ids")
     SweepOptions(**{k: v for k, v in options.items() if k in SWEEP_OPTIONS}).check()
     overrides = {k: v for k, v in options.items() if k not in SWEEP_OPTIONS and k != "ids"}
-    try:
-        settings = {run: run_settings(run, **overrides) for run in runs}
-    except TypeError as e:  # an option dsd train does not have
-        raise BadInput(str(e).replace("settings_for", "dsd train")) from None
+    settings = {run: run_settings(run, **overrides) for run in runs}
     return sum(len(plan(run, settings[run], ids, options.get("retry_failed", False))) for run in runs)
 
 
