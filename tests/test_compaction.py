@@ -46,10 +46,10 @@ def test_a_compacted_run_reads_and_analyses_the_same(tmp_path):
 def test_a_models_own_file_stands_over_its_compacted_row(tmp_path):
     run = _run(tmp_path, n=5, statuses=["done", "failed", "done", "done", "done"])
     runfolder.compact(run)
-    assert runfolder.result_status(run, 1) == "failed"
+    assert runfolder.result_stamp(run, 1)[0] == "failed"
     retried = {**runfolder.read_results(run).to_pylist()[1], "status": "done", "error": 12.5}
     runfolder.write_result(run, retried)  # `dsd train --retry-failed` after compaction
-    assert runfolder.result_status(run, 1) == "done"
+    assert runfolder.result_stamp(run, 1)[0] == "done"
     assert runfolder.read_results(run).to_pylist()[1]["error"] == 12.5
     runfolder.compact(run)
     assert store.read_compacted(run).to_pylist()[1]["error"] == 12.5
@@ -159,3 +159,64 @@ def test_kill_9_during_compaction_with_a_trainer_running_loses_and_changes_nothi
     runfolder.compact(run)
     assert runfolder.read_results(run).to_pylist() == [expected[i] for i in range(n)]
     assert not list(run.glob(".*.tmp")) and not list((run / runfolder.RESULTS_DIR).glob("*.parquet"))
+
+
+def test_a_result_file_folded_while_it_is_read_is_found_in_the_compacted_file(tmp_path, monkeypatch):
+    run = _run(tmp_path, n=2)
+    rows = runfolder.read_results(run).to_pylist()
+    runfolder.compact(run)
+    runfolder.write_result(run, rows[0])  # in both places, as between a compaction's write and its delete
+    original = store._parquet
+
+    def folded_first(path, read):  # another process folds a model's file just before this read
+        if Path(path).parent.name == runfolder.RESULTS_DIR:
+            Path(path).unlink(missing_ok=True)
+        return original(path, read)
+
+    monkeypatch.setattr(store, "_parquet", folded_first)
+    assert runfolder.result_stamp(run, 0) == ("done", rows[0]["time"])
+    runfolder.write_result(run, rows[1])
+    assert runfolder.result_of(run, 1) == rows[1]
+
+
+def test_old_result_files_read_with_the_new_columns_and_a_corrupt_one_is_named(tmp_path):
+    import pyarrow.parquet as pq
+
+    run = _run(tmp_path, n=3)
+    old = pq.read_table(runfolder.result_path(run, 1)).drop_columns(list(runfolder.files.RESULT_COLUMNS_ADDED))
+    pq.write_table(old, runfolder.result_path(run, 1))  # written before those columns existed
+    assert runfolder.read_results(run)["warmup_epochs"].to_pylist()[1] is None
+    runfolder.result_path(run, 2).write_bytes(b"not parquet")
+    with pytest.raises(BadInput, match="2.parquet"):
+        runfolder.read_results(run)
+    with pytest.raises(BadInput, match="2.parquet"):
+        runfolder.compact(run)
+    assert not (run / runfolder.COMPACTED_FILE).exists() and len(list((run / runfolder.RESULTS_DIR).iterdir())) == 3
+
+
+def test_a_malformed_result_file_is_never_folded(tmp_path):
+    import pyarrow.parquet as pq
+
+    run = _run(tmp_path, n=2)
+    pq.write_table(pq.read_table(runfolder.result_path(run, 0)).drop_columns(["status"]), runfolder.result_path(run, 0))
+    for read in (runfolder.read_results, runfolder.compact):
+        with pytest.raises(BadInput, match="0.parquet: missing columns status"):
+            read(run)
+    assert runfolder.result_path(run, 0).exists() and not (run / runfolder.COMPACTED_FILE).exists()
+
+
+def test_a_failed_model_retrained_elsewhere_since_the_plan_is_not_trained_again(tmp_path):
+    from dsd.design.regimes import get_regime
+    from dsd.training.jobs import Feed, plan
+    from dsd.training.settings import settings_for
+
+    run = _run(tmp_path, n=3, statuses=["failed", "failed", "done"])
+    jobs = plan(run, settings_for(get_regime("fashion"), dataset="synthetic"), retry_failed=True)
+    assert [j.model_id for j in jobs] == [0, 1]
+    again = {**runfolder.result_of(run, 0), "time": "2026-11-29T20:00:00"}  # another task re-failed it
+    runfolder.write_result(run, again)
+    feed = Feed(jobs)
+    try:
+        assert feed.next().model_id == 1 and feed.next() is None
+    finally:
+        feed.close()

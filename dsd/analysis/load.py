@@ -1,6 +1,6 @@
 """Run folders -> one pandas DataFrame: the single input of every analysis.
 
-Each row is one sampled model (models.parquet) joined with its result row (results/ID.parquet), if
+Each row is one sampled model (models.parquet) joined with its result row (dsd.runfolder.read_results), if
 any. Models without a result keep status "untrained", so partial runs load. The column `run` names
 the run, and `err` is the error the statistics use: the error of a done model, chance-level error
 for a diverged one (a diverged model is a bad model, not a missing one), NaN for failed and

@@ -87,7 +87,8 @@ def train(
     Defaults are the run's regime's protocol (SGD momentum 0.9, half-period cosine after an optional
     linear warm-up; epochs, batch size, lr, weight decay, warm-up, zero-init and image subsets per
     regime, listed by `dsd spaces`). Each result is written atomically to
-    RUN/results/ID.parquet; several processes or hosts may train one run at once. A model that was
+    RUN/results/ID.parquet, and gathered into RUN/results.parquet when the sweep ends (`dsd compact`);
+    several processes or hosts may train one run at once. A model that was
     interrupted resumes from its checkpoint of the last finished epoch.
 
     \b
@@ -115,6 +116,9 @@ def train(
         return
     say(f"trained {len(summary['trained'])} models in {summary['wall_s']:.1f} s: {summary['done']} done, "
         f"{summary['failed']} failed, {summary['diverged']} diverged{elsewhere}")
+    for run, compacted in summary["compacted"].items():
+        if "error" in compacted:
+            say(f"warning: {run}: its results were written but not compacted ({compacted['error']})")
 
 
 @app.command()
@@ -157,8 +161,8 @@ def compact(
     it ends), so that a run of many models loads in a moment.
 
     Safe while trainers run and against a kill at any moment: the gathered file is written before any
-    file in it is removed; a model's own file stands over its gathered row; files of models being trained
-    (or that may be trained again) stay until they are final.
+    file in it is removed; a model's own file stands over its gathered row; the file of a model being
+    trained stays (a failed one is removed only while compaction holds its claim).
 
     \b
     Examples:
@@ -175,7 +179,10 @@ def compact(
         if r["busy"]:
             say(f"{r['run']}: another process is compacting it; left alone")
             continue
-        kept = f", {r['kept']} left as files (being trained, or trained again)" if r["kept"] else ""
+        if not r["rows"]:
+            say(f"{r['run']}: no results yet; nothing to gather")
+            continue
+        kept = f", {r['kept']} left as files (their models are being trained)" if r["kept"] else ""
         say(f"{r['run']}: {r['folded']} result files gathered into {r['file']} ({r['rows']} rows){kept}")
 
 

@@ -28,7 +28,7 @@ from dsd.runfolder.files import (
     TIMING_SCHEMA, TIMINGS_FILE, write_timings, IMPORT_FILE, IMPORT_SCHEMA,
 )
 from dsd.runfolder.results import (
-    COMPACTED_FILE, check_result, compact, read_results, result_of, result_path, result_status, result_statuses,
+    COMPACTED_FILE, RETRAINABLE, compact, read_results, result_of, result_path, result_stamp, result_stamps,
     write_result, write_results,
 )
 from dsd.runfolder.status import run_status
@@ -36,12 +36,12 @@ from dsd.runfolder.status import run_status
 __all__ = [
     "CHECKPOINTS_DIR", "CLAIMS_DIR", "FITS_FILE", "FITS_SCHEMA", "HEARTBEAT_S", "MODEL_SCHEMA", "MODELS_FILE",
     "RESULT_SCHEMA", "RESULTS_DIR", "RUN_FILE", "RUNS_ROOT", "SETTING_COLUMNS", "STATUSES", "WEIGHTS_DIR", "CopyRun",
-    "check_result", "check_run_folder", "checkpoint_path", "claim", "claim_path", "copy_models", "describe_run",
+    "RETRAINABLE", "check_run_folder", "checkpoint_path", "claim", "claim_path", "copy_models", "describe_run",
     "done_models", "find_runs", "is_run", "live_claims", "meta_differences", "mixed_settings", "read_meta",
     "read_models", "read_regime", "read_results", "read_table", "refresh", "release", "remove_orphans",
     "require_run", "reseed", "beside", "best_models", "promote", "result_path", "run_status", "setting_value", "source_folder",
     "source_settings", "trained_settings", "weights_path", "write_atomic", "write_fits", "write_parquet",
-    "write_result", "write_results", "write_run", "COMPACTED_FILE", "compact", "result_of", "result_status",
-    "result_statuses", "sampled_settings", "TIMING_SCHEMA", "TIMINGS_FILE", "read_timings", "write_timings", "IMPORT_FILE",
+    "write_result", "write_results", "write_run", "COMPACTED_FILE", "compact", "result_of", "result_stamp",
+    "result_stamps", "sampled_settings", "TIMING_SCHEMA", "TIMINGS_FILE", "read_timings", "write_timings", "IMPORT_FILE",
     "IMPORT_SCHEMA",
 ]

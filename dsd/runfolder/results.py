@@ -17,7 +17,6 @@ keeps every guarantee of the per-model files:
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,11 +25,13 @@ import pyarrow.parquet as pq
 
 from dsd.errors import BadInput
 from dsd.runfolder.claims import claim, live_claims, release
-from dsd.runfolder.files import RESULT_SCHEMA, RESULTS_DIR, _parquet, _require_columns, read_table, require_run, write_parquet
+from dsd.runfolder.files import (
+    RESULT_SCHEMA, RESULTS_DIR, STATUSES, _parquet, _require_columns, require_run, write_parquet,
+)
 
 COMPACTED_FILE = "results.parquet"
 COMPACT_LOCK = "compact"       # the claim a compaction holds
-RETRAINABLE = ("failed", "diverged")
+RETRAINABLE = ("failed", "diverged")  # what `dsd train --retry-failed` trains again
 
 
 def result_path(run: Path, model_id: int) -> Path:
@@ -39,14 +40,6 @@ def result_path(run: Path, model_id: int) -> Path:
 
 def compacted_path(run: Path) -> Path:
     return Path(run) / COMPACTED_FILE
-
-
-def check_result(path: Path) -> None:
-    """BadInput unless path is a readable result file of one row; reads only its footer (fast)."""
-    meta = _parquet(path, pq.read_metadata)
-    _require_columns(path, meta.schema.to_arrow_schema().names, RESULT_SCHEMA)
-    if meta.num_rows != 1:
-        raise BadInput(f"{path}: a result file holds one row, this one {meta.num_rows}")
 
 
 def write_result(run: Path, row: dict) -> Path:
@@ -59,30 +52,49 @@ def write_result(run: Path, row: dict) -> Path:
 
 
 def _model_files(run: Path) -> dict[int, Path]:
+    """{model id: its result file}; only names result_path makes (7.parquet, not 007.parquet)."""
     folder = Path(run) / RESULTS_DIR
     paths = folder.glob("*.parquet") if folder.is_dir() else ()
-    return {int(p.stem): p for p in paths if p.stem.isdigit()}
+    return {int(p.stem): p for p in paths if p.stem.isdigit() and p.stem == str(int(p.stem))}
+
+
+def _own_row(path: Path) -> pa.Table | None:
+    """A model's own result file as a one-row table with every column; None when it is gone (folded
+    into the compacted file meanwhile); BadInput naming it when it is corrupt or malformed."""
+    try:
+        table = _parquet(path, pq.read_table)
+    except BadInput:
+        if not path.exists():
+            return None
+        raise
+    if table.num_rows != 1:
+        raise BadInput(f"{path}: a result file holds one row, this one {table.num_rows}")
+    return _with_added_columns(table, path)
 
 
 def _read_files(paths: list[Path], columns: list[str] | None = None) -> pa.Table:
-    """The rows of these per-model files; a file that vanished meanwhile (compacted) is left out, a
-    corrupt one is BadInput naming it. One dataset read is about twice as fast as a loop."""
+    """The rows of these per-model files (see _own_row). One dataset read is about twice as fast as a
+    loop; when its rows do not look like one valid row per file, the loop finds the file to blame."""
     import pyarrow.dataset as ds
 
     schema = RESULT_SCHEMA if columns is None else pa.schema([RESULT_SCHEMA.field(c) for c in columns])
     if not paths:
         return schema.empty_table()
     try:
-        return ds.dataset([str(p) for p in paths], format="parquet", schema=RESULT_SCHEMA).to_table(columns=columns)
+        table = ds.dataset([str(p) for p in paths], format="parquet", schema=RESULT_SCHEMA).to_table()
+        if _one_valid_row_each(table, paths):
+            return table.select(schema.names)
     except (OSError, pa.ArrowException):
-        tables = []
-        for p in paths:
-            try:
-                tables.append(read_table(p, RESULT_SCHEMA).select(schema.names).cast(schema))
-            except BadInput:
-                if p.exists():
-                    raise
-        return pa.concat_tables(tables) if tables else schema.empty_table()
+        pass
+    tables = [t for t in map(_own_row, paths) if t is not None]
+    return pa.concat_tables(tables).select(schema.names) if tables else schema.empty_table()
+
+
+def _one_valid_row_each(table: pa.Table, paths: list[Path]) -> bool:
+    """Whether a dataset read gave each file's own model id once, with a known status."""
+    ids = table["model_id"].to_pylist()
+    return (ids == [int(p.stem) for p in paths] and
+            pc.all(pc.is_in(table["status"], value_set=pa.array(STATUSES))).as_py() is True)
 
 
 def _with_added_columns(table: pa.Table, path: Path) -> pa.Table:
@@ -121,52 +133,49 @@ def read_results(run: Path, columns: list[str] | None = None) -> pa.Table:
 
 def result_of(run: Path, model_id: int) -> dict | None:
     """One model's result row, or None when it has none yet."""
-    path = result_path(run, model_id)
-    try:
-        return read_table(path, RESULT_SCHEMA).to_pylist()[0]
-    except BadInput:
-        if path.exists():
-            raise
+    own = _own_row(result_path(run, model_id))
+    if own is not None:
+        return own.to_pylist()[0]
     compacted = read_compacted(run)
     rows = compacted.filter(pc.equal(compacted["model_id"], int(model_id)))
     return rows.to_pylist()[0] if rows.num_rows else None
 
 
-def result_status(run: Path, model_id: int) -> str | None:
-    """One model's result status, or None when it has none; a corrupt file of its own is BadInput. The
-    compacted file's statuses are read once per version of it (the feed asks model after model)."""
+def result_stamp(run: Path, model_id: int) -> tuple[str, str] | None:
+    """(status, time written) of one model's result, or None when it has none: whether it needs
+    training, and whether someone wrote it since a plan saw it. A corrupt file of its own is BadInput.
+    The compacted file's stamps are read once per version of it (the feed asks model after model)."""
     path = result_path(run, model_id)
     try:
-        check_result(path)
-        return pq.read_table(path, columns=["status"])["status"][0].as_py()
+        own = _own_row(path)
     except BadInput as e:
-        if path.exists():
-            raise BadInput(f"{e}; delete it to train model {model_id} again") from None
+        raise BadInput(f"{e}; delete it to train model {model_id} again") from None
+    if own is not None:
+        return own["status"][0].as_py(), own["time"][0].as_py()
     try:
         signature = _signature(compacted_path(run))
     except FileNotFoundError:
         return None
-    return _compacted_statuses(str(compacted_path(run)), signature).get(int(model_id))
+    return _compacted_stamps(str(compacted_path(run)), signature).get(int(model_id))
 
 
 @functools.lru_cache(maxsize=8)
-def _compacted_statuses(path: str, signature) -> dict[int, str]:
-    table = pq.read_table(path, columns=["model_id", "status"])
-    return dict(zip(table["model_id"].to_pylist(), table["status"].to_pylist()))
+def _compacted_stamps(path: str, signature) -> dict[int, tuple[str, str]]:
+    table = pq.read_table(path, columns=["model_id", "status", "time"])
+    return dict(zip(table["model_id"].to_pylist(), zip(table["status"].to_pylist(), table["time"].to_pylist())))
 
 
-def result_statuses(run: Path) -> dict[int, str]:
-    """{model id: status} of every model with a result, reading only what that needs: the compacted
-    file's two columns, and the footer and status of each per-model file (few, once compacted)."""
-    statuses = {}
+def result_stamps(run: Path) -> dict[int, tuple[str, str]]:
+    """{model id: (status, time)} of every model with a result (result_stamp of each, in one pass)."""
+    stamps = {}
     for model_id in _model_files(run):
-        status = result_status(run, model_id)
-        if status is not None:
-            statuses[model_id] = status
-    compacted = read_compacted(run, ["model_id", "status"])
-    for model_id, status in zip(compacted["model_id"].to_pylist(), compacted["status"].to_pylist()):
-        statuses.setdefault(model_id, status)
-    return statuses
+        stamp = result_stamp(run, model_id)
+        if stamp is not None:
+            stamps[model_id] = stamp
+    compacted = read_compacted(run, ["model_id", "status", "time"])
+    for model_id, status, time in zip(*(compacted[c].to_pylist() for c in ("model_id", "status", "time"))):
+        stamps.setdefault(model_id, (status, time))
+    return stamps
 
 
 def write_results(run: Path, rows: list[dict] | pa.Table) -> Path:
@@ -222,7 +231,7 @@ def compact(run: Path) -> dict:
                 signatures[model_id] = _signature(path)
             except FileNotFoundError:
                 pass
-        files = _read_files([paths[i] for i in sorted(signatures)])
+        files = _read_checked([paths[i] for i in sorted(signatures)])
         if not files.num_rows:
             return {"folded": 0, "kept": 0, "rows": read_compacted(run, ["model_id"]).num_rows, "busy": False}
         merged = _merge(read_compacted(run), files)
@@ -233,6 +242,13 @@ def compact(run: Path) -> dict:
         return {"folded": folded, "kept": len(paths) - folded, "rows": merged.num_rows, "busy": False}
     finally:
         release(run, COMPACT_LOCK)
+
+
+def _read_checked(paths: list[Path]) -> pa.Table:
+    """The files' rows, each file checked on its own (one valid row, every column) before it is folded
+    and deleted; a file gone meanwhile is left out."""
+    tables = [t for t in map(_own_row, paths) if t is not None]
+    return pa.concat_tables(tables) if tables else RESULT_SCHEMA.empty_table()
 
 
 def _fold(run: Path, model_id: int, status: str, signature, training: set[int]) -> bool:
@@ -247,11 +263,3 @@ def _fold(run: Path, model_id: int, status: str, signature, training: set[int]) 
         return _delete_if_unchanged(result_path(run, model_id), signature)
     finally:
         release(run, model_id)
-
-
-def compacted_size(run: Path) -> int:
-    """Bytes of the compacted file (0 when none); for `dsd compact`'s report."""
-    try:
-        return os.path.getsize(compacted_path(run))
-    except FileNotFoundError:
-        return 0

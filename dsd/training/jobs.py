@@ -31,21 +31,23 @@ from dsd.training.settings import TrainSettings, settings_for
 
 @dataclass(frozen=True)
 class Job:
-    """One model of one run, with the settings to train it by (picklable: it travels to workers)."""
+    """One model of one run, with the settings to train it by (picklable: it travels to workers), and
+    the stamp (status, time) of its result when planned: None, or a failed one to train again."""
 
     run: str
     model_id: int
     spec: ModelSpec
     settings: TrainSettings
+    planned: tuple | None = None
 
     @property
     def label(self) -> str:
         return f"{Path(self.run).name}/{self.model_id}"
 
 
-def needs_training(status: str | None, retry_failed: bool = False) -> bool:
-    """No result yet (status None), or (with retry_failed) a failed or diverged one."""
-    return status is None or (retry_failed and status in ("failed", "diverged"))
+def needs_training(stamp: tuple | None, retry_failed: bool = False) -> bool:
+    """No result yet (stamp None), or (with retry_failed) a failed or diverged one."""
+    return stamp is None or (retry_failed and stamp[0] in runfolder.RETRAINABLE)
 
 
 def plan(run, settings: TrainSettings, ids: list[int] | None = None, retry_failed: bool = False) -> list[Job]:
@@ -57,11 +59,12 @@ def plan(run, settings: TrainSettings, ids: list[int] | None = None, retry_faile
         unknown = sorted(set(ids) - set(known))
         if unknown:
             raise BadInput(f"{run}: no model with id {', '.join(map(str, unknown))} (ids are {min(known)}..{max(known)})")
-    statuses = runfolder.result_statuses(run)
-    wanted = [i for i in (ids or known) if needs_training(statuses.get(i), retry_failed)]
+    stamps = runfolder.result_stamps(run)
+    wanted = [i for i in (ids or known) if needs_training(stamps.get(i), retry_failed)]
     position = {model_id: k for k, model_id in enumerate(known)}
     rows = models.take(pa.array([position[i] for i in wanted], type=pa.int64())).to_pylist()
-    return [Job(str(run), r["model_id"], spec_from_row(r), model_settings(settings, r)) for r in rows]
+    return [Job(str(run), r["model_id"], spec_from_row(r), model_settings(settings, r), stamps.get(r["model_id"]))
+            for r in rows]
 
 
 def model_settings(settings: TrainSettings, row: dict) -> TrainSettings:
@@ -88,9 +91,9 @@ def with_data_located(jobs: list[Job]) -> list[Job]:
 class Feed:
     """Hands out jobs one at a time, each claimed first; keeps the claims it holds alive."""
 
-    def __init__(self, jobs: list[Job], limit: int | None = None, retry_failed: bool = False):
+    def __init__(self, jobs: list[Job], limit: int | None = None):
         self.pending = deque(jobs)
-        self.limit, self.retry_failed = limit, retry_failed
+        self.limit = limit
         self.held: dict[tuple, Job] = {}
         self.given = self.skipped = 0
         self._lock, self._stop = threading.Lock(), threading.Event()
@@ -108,8 +111,8 @@ class Feed:
             if not claim(job.run, job.model_id):
                 self.skipped += 1
                 continue
-            try:
-                needed = needs_training(runfolder.result_status(job.run, job.model_id), self.retry_failed)
+            try:  # unchanged since the plan: else another process trained it (again) meanwhile
+                needed = runfolder.result_stamp(job.run, job.model_id) == job.planned
             except BadInput:  # its result file broke since the plan checked it: leave it unclaimed
                 release(job.run, job.model_id)
                 raise

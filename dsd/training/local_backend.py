@@ -15,6 +15,9 @@ from dsd.training.jobs import Feed, Job, record_failure
 from dsd.training.worker import worker_entry
 
 
+TERMINATED = (143, -15)  # a worker's exit code after SIGTERM (its handler's, or the signal's)
+
+
 @contextmanager
 def main_module_hidden():
     """While a worker is spawned, hide the parent's __main__ from multiprocessing: the worker needs
@@ -102,6 +105,8 @@ def run_local(feed: Feed, progress, slots: list[tuple[str, int]]) -> None:
                     if kind == "epoch":
                         progress.epoch(*info)
                         continue
+                    if kind == "died" and info[0] in TERMINATED:  # the whole task is being stopped (SLURM
+                        raise KeyboardInterrupt                       # preemption): not the model's failure
                     if kind == "died":
                         info = [record_failure(w.job, w.device, f"the worker process died (exit code {info[0]})")]
                         w.start()

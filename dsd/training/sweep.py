@@ -1,7 +1,8 @@
 """`train_runs`: a whole sweep, in the order that keeps bad input from touching anything.
 
 1. every option checked (settings, sweep options, the device), 2. the run folders read and the models
-to train planned (ids checked), 3. the data sets found, 4. the models trained on the chosen backend, 5. their result files compacted (dsd.runfolder.results).
+to train planned (ids checked), 3. the data sets found, 4. the models trained on the chosen backend,
+5. their result files compacted (dsd.runfolder.results).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from dsd import runfolder
+from dsd.errors import BadInput
 from dsd.training.devices import local_device, slots_for
 from dsd.training.jobs import Feed, plan, run_settings, with_data_located
 from dsd.training.progress import Progress
@@ -35,7 +37,7 @@ def train_runs(runs: list[Path], *, ids: list[int] | None = None, progress=None,
     jobs = [job for run in runs for job in plan(run, settings[run], ids, sweep.retry_failed)]
     # On a Ray cluster each node finds its own copy of the data (dsd.training.ray_backend), not this one's.
     on_cluster = sweep.backend == "ray" and sweep.ray_address
-    feed = Feed(jobs if on_cluster else with_data_located(jobs), sweep.limit, sweep.retry_failed)
+    feed = Feed(jobs if on_cluster else with_data_located(jobs), sweep.limit)
     progress = progress or Progress(feed.expected)
     start = time.perf_counter()
     try:
@@ -51,6 +53,15 @@ def train_runs(runs: list[Path], *, ids: list[int] | None = None, progress=None,
         feed.close()
         progress.close()
     counts = {s: sum(1 for t in progress.results if t["status"] == s) for s in runfolder.STATUSES}
-    compacted = {str(run): runfolder.compact(run) for run in runs}  # one results file per run for readers
+    compacted = {str(run): compact_quietly(run) for run in runs}  # one results file per run for readers
     return {"trained": progress.results, **counts, "claimed_elsewhere": feed.skipped,
             "wall_s": round(time.perf_counter() - start, 3), "compacted": compacted}
+
+
+def compact_quietly(run: Path) -> dict:
+    """Compact a run's results after training; a problem there (a result file another process broke)
+    is reported in the summary, not raised: the sweep itself succeeded, and its rows are written."""
+    try:
+        return runfolder.compact(run)
+    except BadInput as e:
+        return {"error": str(e)}
