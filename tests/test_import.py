@@ -3,6 +3,7 @@ folders whose models, results, EDFs and trends are those of the numbers themselv
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -55,6 +56,21 @@ def test_batched_counts_equal_dsd_complexity_one_model_at_a_time():
     counts = batched(specs)
     for i, spec in enumerate(specs):
         assert {k: int(counts[k][i]) for k in counts} == complexity(spec)
+
+
+def test_counts_past_int64_are_found_not_wrapped_around():
+    from dsd.importers.counts import checked
+
+    fits = nds_spec(resnet56_job()["net"])
+    # one X block of 16 channels with bottleneck width 2**28 in 2**20 groups: its flops fit in int64, but the
+    # 3x3 conv's k * k * c_in * c_out * hw passes 2**63 before the division by the groups
+    wraps = ModelSpec(depths=(1,), widths=(16,), bottleneck_ratios=(2.0 ** -24,), group_widths=(2 ** 8,),
+                      strides=(1,), stem="cifar", stem_width=16, block="X", num_classes=10, resolution=32)
+    wide, deep = replace(fits, widths=(16, 32, 10 ** 12)), replace(fits, depths=(9, 9, 2 ** 61))
+    counts, too_large = checked([fits, wraps, wide, deep])
+    assert list(too_large) == [1, 2, 3] and "intermediate product" in too_large[1]
+    assert "1e+12 channels" in too_large[2] and "flops" in too_large[3]
+    assert {k: int(counts[k][0]) for k in counts} == complexity(fits)
 
 
 def test_an_nds_file_becomes_a_run_with_the_files_numbers(tmp_path):
@@ -137,17 +153,77 @@ def _break(job, what):
         job["test_ep_top1"] = "5.1"
     elif what == "groups":
         job["net"]["ws"][1], job["net"]["bot_muls"][1], job["net"]["num_gs"][1] = 24, 1.0, 16
+    elif what == "seed":
+        job["rng_seed"] = 2 ** 64  # past int64: refused before anything is written, not halfway through
+    elif what == "width":
+        job["net"]["ws"][2] = 10 ** 12  # its flops would wrap around in int64
+    elif what == "loss":
+        job["train_ep_loss"] = job["train_ep_loss"][:50]
+    elif what == "long":
+        job["test_ep_top1"] = job["test_ep_top1"] + [5.0]
     return job
 
 
-@pytest.mark.parametrize("what,message", [("optim", "no optim"), ("ws", "ss has 4 entries"),
-                                          ("curve", "test_ep_top1 must be"), ("groups", "num_gs = 16")])
+@pytest.mark.parametrize("what,message", [
+    ("optim", "no optim"), ("ws", "ss has 4 entries"), ("curve", "test_ep_top1 must be"), ("groups", "num_gs = 16"),
+    ("seed", "rng_seed is 18446744073709551616; a whole number must be below 2**63"),
+    ("width", "too large for dsd's 64-bit flops, params and acts"),
+    ("loss", "train_ep_loss has 50 entries and test_ep_top1 100"),
+    ("long", "more than the 100 epochs of optim.max_ep")])
 def test_a_malformed_job_exits_2_naming_it_and_writes_nothing(tmp_path, what, message):
     jobs = make_nds_jobs(5, 8)
     jobs[2] = _break(jobs[2], what)
     code, _, err = dsd("import", "nds", write_json(tmp_path / "ResNet.json", jobs), "--out", tmp_path / "run")
     assert code == 2 and "ResNet.json: job 1002 (index 2)" in err and message in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_job_whose_curve_stops_before_max_ep_is_an_untrained_model(tmp_path):
+    jobs = make_nds_jobs(5, 13)
+    jobs[3]["test_ep_top1"], jobs[3]["train_ep_loss"] = jobs[3]["test_ep_top1"][:40], jobs[3]["train_ep_loss"][:40]
+    code, _, err = dsd("import", "nds", write_json(tmp_path / "ResNet.json", jobs), "--out", tmp_path / "run")
+    assert code == 0 and "imported 5 models (4 with results, 1 unfinished)" in err, err
+    assert runfolder.read_results(tmp_path / "run")["model_id"].to_pylist() == [0, 1, 2, 4]
+    assert list(api.load_runs([tmp_path / "run"])["status"]) == ["done"] * 3 + ["untrained", "done"]
+    assert runfolder.read_meta(tmp_path / "run")["import"]["unfinished"] == 1
+
+
+def test_json_prints_only_the_summary_and_no_claims_folder_is_left(tmp_path):
+    source, run = write_json(tmp_path / "ResNet.json", make_nds_jobs(3, 14)), tmp_path / "run"
+    for unchanged in (False, True):
+        code, out, err = dsd("import", "nds", source, "--out", run, "--json")
+        assert code == 0 and err == "", err
+        summary = json.loads(out)
+        assert (summary["models"], summary["results"], summary["unchanged"]) == (3, 3, unchanged)
+    assert sorted(p.name for p in run.iterdir()) == ["import.parquet", "models.parquet", "results.parquet",
+                                                     "run.yaml"]  # no empty claims/
+
+
+def test_a_value_that_does_not_fit_its_column_names_the_job_and_the_column(tmp_path):
+    from dsd.errors import BadInput
+    from dsd.importers.runs import Source, _table
+
+    jobs = [api_job(label) for label in ("job 1 (index 0)", "job 2 (index 1)")]
+    rows = [{"model_id": 0, "train_seed": 1}, {"model_id": 1, "train_seed": 2 ** 64}]
+    source = Source("nds", "ResNet.json", "0" * 64, tmp_path / "run")
+    with pytest.raises(BadInput, match=r"ResNet.json: job 2 \(index 1\): its train_seed 18446744073709551616 does "
+                                       r"not fit results.parquet's int64 column"):
+        _table(source, rows, runfolder.RESULT_SCHEMA, jobs, "results.parquet")
+
+
+def api_job(label):
+    from dsd.importers.jobs import Job
+
+    return Job(label, nds_spec(resnet56_job()["net"]), "ResNet")
+
+
+def test_an_out_folder_that_is_not_a_run_is_refused(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    code, _, err = dsd("import", "nds", write_json(tmp_path / "ResNet.json", make_nds_jobs(2, 15)), "--out",
+                       tmp_path / "taken")
+    assert code == 2 and "exists and is not a run folder" in err
+    assert [p.name for p in (tmp_path / "taken").iterdir()] == ["notes.txt"]
 
 
 def test_a_cell_based_job_is_out_of_scope(tmp_path):
@@ -246,6 +322,15 @@ def test_a_pycls_job_without_a_dsd_equivalent_exits_2_naming_it(tmp_path, change
     code, _, err = dsd("import", "pycls", sweep, "--out", tmp_path / "run")
     assert code == 2 and "sweep: job 000001" in err and message in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_pycls_seed_past_64_bits_exits_2_naming_the_job_and_writes_nothing(tmp_path):
+    jobs = pycls_jobs()
+    jobs["000001"]["cfg"]["RNG_SEED"] = 2 ** 63
+    sweep = write_pycls_sweep(tmp_path / "sweep", jobs)
+    code, _, err = dsd("import", "pycls", sweep, "--out", tmp_path / "run")
+    assert code == 2 and "sweep: job 000001" in err and "RNG_SEED is 9223372036854775808" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 def test_the_api_offers_both_imports():

@@ -46,6 +46,7 @@ def test_dry_run_writes_and_prints_the_script_and_submits_nothing(tiny_run, tmp_
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     (tmp_path / "sbatch").write_text(f"#!/bin/sh\ntouch {tmp_path / 'submitted'}\necho 1\n")
     (tmp_path / "sbatch").chmod(0o755)
+    (tmp_path / "data").mkdir()  # --data-dir must exist here: every task reads the data from it
     proc = dsd("slurm", run, "--jobs", "4", "--gpus-per-job", "2", "--models-per-gpu", "3", "--time", "1:30:00",
                "--partition", "gpu", "--dry-run", "--", "--epochs", "2", "--no-amp", "--ids", "0-2",
                "--data-dir", "data", cwd=tmp_path, check=True)
@@ -100,6 +101,11 @@ def test_train_flags_read_back_as_the_options_given():
     (["--jobs", "2", "--", "--ids", "0,99"], "no model with id 99"),
     (["--jobs", "2", "--", "--device", "cuda"], "--device cuda: dsd slurm sets it"),
     (["--jobs", "2", "--", "--backend", "slurm"], "--backend slurm"),
+    (["--jobs", "2", "--", "--backend", "ray"], "--backend ray: every SLURM task trains with the local backend"),
+    (["--jobs", "2", "--", "--dataset", "imagefolder:/nonexistent/dsd-images"],
+     "--dataset imagefolder:/nonexistent/dsd-images: expected PATH/train and PATH/val"),
+    (["--jobs", "2", "--", "--data-dir", "/nonexistent/dsd-data"],
+     "--data-dir /nonexistent/dsd-data: no such folder here"),
     (["--jobs", "2", "--", "--no-such-option"], "No such option: --no-such-option"),
     (["--jobs", "2", "--", "--json"], "--json is dsd slurm's own option"),
     (["--jobs", "2"], "SLURM's sbatch was not found"),
@@ -112,6 +118,64 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_run, tmp_path, monkeypatc
     assert code == 2 and out == "" and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
     assert message in err, err
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
+def fake_sbatch(folder: Path, monkeypatch, body: str) -> None:
+    """An sbatch on PATH (and only it) that runs body."""
+    folder.mkdir(exist_ok=True)
+    (folder / "sbatch").write_text(f"#!/bin/sh\n{body}\n")
+    (folder / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", str(folder))
+
+
+def test_a_script_sbatch_refuses_is_not_left_behind(tiny_run, tmp_path, monkeypatch, capsys):
+    run = tiny_run(2)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    fake_sbatch(tmp_path / "bin", monkeypatch, "echo 'sbatch: error: invalid partition specified: gpu' >&2; exit 1")
+    code, out, err = run_main(monkeypatch, capsys, "slurm", run, "--jobs", "2")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "sbatch refused" in err and "invalid partition specified" in err and "the script was removed" in err
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before  # no RUN/slurm, no script
+
+    assert run_main(monkeypatch, capsys, "slurm", run, "--jobs", "2", "--dry-run")[0] == 0
+    earlier = (run / "slurm" / "dsd-train.sbatch").read_text()
+    code, _, err = run_main(monkeypatch, capsys, "slurm", run, "--jobs", "3")
+    assert code == 2 and "is the earlier script again" in err, err
+    assert (run / "slurm" / "dsd-train.sbatch").read_text() == earlier
+
+
+def test_a_file_where_the_slurm_folder_goes_is_refused_before_anything_is_written(tiny_run, tmp_path,
+                                                                                   monkeypatch, capsys):
+    run = tiny_run(2)
+    (run / "slurm").write_text("not a folder")
+    fake_sbatch(tmp_path / "bin", monkeypatch, f"touch {tmp_path / 'submitted'}; echo 1")
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    code, out, err = run_main(monkeypatch, capsys, "slurm", run, "--jobs", "2")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"{run.resolve() / 'slurm'} exists and is not a folder" in err
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before and not (tmp_path / "submitted").exists()
+
+
+def test_an_image_folder_given_by_path_is_checked_here_and_written_absolute(tiny_run, tmp_path, monkeypatch):
+    run = tiny_run(2)
+    for split in ("train", "val"):
+        for c in range(10):  # the Fashion-MNIST regime's models have 10 outputs
+            (tmp_path / "images" / split / f"class{c}").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    import dsd
+
+    summary = dsd.slurm_sweep([run], 1, dry_run=True, dataset="imagefolder:images")
+    assert f"--dataset imagefolder:{tmp_path / 'images'}" in Path(summary["script"]).read_text()
+    for c in range(3, 10):
+        (tmp_path / "images" / "train" / f"class{c}").rmdir()
+    with pytest.raises(dsd.BadInput, match="has 3 class folders but the run's models have 10 outputs"):
+        dsd.slurm_sweep([run], 1, dry_run=True, dataset="imagefolder:images")
+
+
+def test_the_sweep_options_are_sweeps_own():
+    from dsd.training import slurm, sweep
+
+    assert slurm.SWEEP_OPTIONS is sweep.SWEEP_OPTIONS
 
 
 def test_the_api_checks_as_the_cli_does(tiny_run):

@@ -36,7 +36,10 @@ def slurm(
     tasks, and a requeued or preempted task resumes its model from the last checkpoint. The run folders
     and the data must be on a file system every node sees. The train options are checked here, as
     `dsd train` checks them, before anything is written; their device (cuda with --gpus-per-job, else
-    cpu) and --models-per-gpu are set by dsd slurm. Each task's output: RUN/slurm/JOB_TASK.out.
+    cpu) and --models-per-gpu are set by dsd slurm, and every task trains with the local backend (no
+    --backend). Data given by path (imagefolder:PATH, --data-dir) is checked here too; a named data set
+    without --data-dir is looked for by each task on its node. A script sbatch refuses is removed again.
+    Each task's output: RUN/slurm/JOB_TASK.out.
 
     \b
     Examples:

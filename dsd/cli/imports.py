@@ -59,12 +59,14 @@ def pycls(
 
 
 def _report(made, json_out: bool) -> None:
-    """Say what the import did and how dsd's complexity compares with the source's (its --json summary)."""
+    """Say what the import did and how dsd's complexity compares with the source's; with --json, only its
+    JSON summary (on stdout)."""
     run, source = made.run, made.source
     if json_out:
         emit_json({"run": str(run), "format": source.format, "source": source.name, "models": made.n,
                    "results": made.results, "unfinished": made.unfinished, "unchanged": made.unchanged,
                    "completed": made.completed, "complexity": made.comparison, "seconds": round(made.seconds, 3)})
+        return
     if made.unchanged:
         say(f"{run}: already imported from {source.name}; nothing to do")
         return

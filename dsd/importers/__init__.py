@@ -4,9 +4,9 @@
     import_pycls(SWEEP_DIR)   a pycls sweep (cfgs/*.yaml, logs/*/stdout.log, sweep.json)
 
 Each reader (nds.py, pycls.py with pycls_logs.py) turns its source into format-free Jobs (jobs.py);
-runs.py counts every model with dsd's own complexity (counts.py, batched), compares it with the
-source's numbers and writes the run folder, all or nothing. docs/import.md describes the formats and
-the mapping onto dsd's networks.
+runs.py counts every model with dsd's own complexity (counts.py, batched, with the networks too large
+for 64-bit counts refused), compares it with the source's numbers and writes the run folder, all or
+nothing. docs/import.md describes the formats and the mapping onto dsd's networks.
 """
 from __future__ import annotations
 

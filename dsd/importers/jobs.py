@@ -41,6 +41,7 @@ def finished(errors: list[float], losses: list[float]) -> dict:
 
 
 REQUIRED = object()  # number()'s default: the key must be there
+INT64_END = 2 ** 63  # whole numbers are stored as 64-bit integers: every one must lie below this
 
 
 def _real(value, where: str, key: str) -> float:
@@ -51,8 +52,8 @@ def _real(value, where: str, key: str) -> float:
 
 def number(obj: dict, key: str, where: str, *, integer: bool = False, positive: bool = True,
            default=REQUIRED):
-    """obj[key] as a finite number (an int where `integer`), positive (else at least 0); a missing key is
-    `default`, or BadInput when none is given."""
+    """obj[key] as a finite number (an int where `integer`, below 2**63: the run folder's integer columns
+    are 64-bit), positive (else at least 0); a missing key is `default`, or BadInput when none is given."""
     if key not in obj:
         if default is REQUIRED:
             raise BadInput(f"{where}: no {key}")
@@ -62,6 +63,8 @@ def number(obj: dict, key: str, where: str, *, integer: bool = False, positive: 
         raise BadInput(f"{where}: {key} is {value!r}; it must be {'positive' if positive else 'at least 0'}")
     if integer and value != int(value):
         raise BadInput(f"{where}: {key} is {value!r}, not a whole number")
+    if integer and value >= INT64_END:
+        raise BadInput(f"{where}: {key} is {value!r}; a whole number must be below 2**63 (a 64-bit integer)")
     return int(value) if integer else float(value)
 
 

@@ -2,9 +2,10 @@
 per design space, a list of jobs or groups of them ({"top": [...], "mid": [...]} for the re-runs).
 
 A job: job_id, rng_seed, params, flops, net, optim (base_lr, wd, max_ep), min_test_top1, test_ep_top1
-(top-1 error in % after each epoch) and train_ep_loss. `net` lists per stage ds, ws, ss, bot_muls and
-num_gs, where index 0 is the stem (its width and stride) and num_gs counts groups, so a stage's group
-width is ws * bot_muls / num_gs. Files whose name ends in _in are ImageNet, the others CIFAR-10.
+(top-1 error in % after each epoch) and train_ep_loss, each of max_ep entries in the published files (a
+shorter test_ep_top1 is a job that had not finished: imported untrained). `net` lists per stage ds, ws,
+ss, bot_muls and num_gs, where index 0 is the stem (its width and stride) and num_gs counts groups, so a
+stage's group width is ws * bot_muls / num_gs. Files whose name ends in _in are ImageNet, the others CIFAR-10.
 
 The cell-based spaces (DARTS, ENAS, NASNet, Amoeba, PNAS) describe a network by a genotype; dsd's
 models are stage-based, so those files are refused.
@@ -87,8 +88,16 @@ def _job(job, file: str, group: str, label: str, base: Regime) -> Job:
     counts = {k: number(job, k, where, default=None) for k in ("flops", "params")}
     errors = curve(job, "test_ep_top1", where)
     losses = curve(job, "train_ep_loss", where, required=False)
-    return Job(label, spec, group, {k: v for k, v in counts.items() if v is not None}, settings,
-               finished(errors, losses))
+    if len(errors) > settings["epochs"]:
+        raise BadInput(f"{where}: test_ep_top1 has {len(errors)} entries, more than the "
+                       f"{settings['epochs']} epochs of optim.max_ep")
+    if losses and len(losses) != len(errors):
+        raise BadInput(f"{where}: train_ep_loss has {len(losses)} entries and test_ep_top1 {len(errors)}; NDS "
+                       f"records both once per epoch")
+    # Fewer test errors than max_ep: the job stopped before its last epoch (still training when the file was
+    # written), so it comes in as an untrained model, as an unfinished pycls job does.
+    outcome = finished(errors, losses) if len(errors) == settings["epochs"] else None
+    return Job(label, spec, group, {k: v for k, v in counts.items() if v is not None}, settings, outcome)
 
 
 def _stages(net: dict, key: str, where: str, k: int, integer: bool) -> list:

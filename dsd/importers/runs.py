@@ -1,5 +1,6 @@
-"""Jobs -> an ordinary run folder, all or nothing: every job is parsed and counted before anything is
-written, and a folder already holding the same import is left as it is.
+"""Jobs -> an ordinary run folder, all or nothing: every job is parsed and counted, and every table made
+(a value that does not fit its column is BadInput naming the job), before anything is written; a folder
+already holding the same import is left as it is.
 
     RUN/run.yaml          name, space, a regime analysis accepts, n, and `import:` (format, source file,
                           its sha256, counts, and the summary of dsd's complexity against the source's)
@@ -18,11 +19,11 @@ from pathlib import Path
 import pyarrow as pa
 
 from dsd import runfolder
-from dsd.runfolder import IMPORT_FILE, IMPORT_SCHEMA
+from dsd.runfolder import CLAIMS_DIR, IMPORT_FILE, IMPORT_SCHEMA, MODEL_SCHEMA, RESULT_SCHEMA
 from dsd.design.regimes import Protocol, Regime
 from dsd.design.spec import spec_to_row
 from dsd.errors import BadInput
-from dsd.importers.counts import batched, compare
+from dsd.importers.counts import checked, compare
 from dsd.importers.jobs import Job
 
 SETTINGS = ("lr", "wd", "epochs", "batch_size", "warmup_epochs", "zero_init_residual")
@@ -66,21 +67,62 @@ def import_jobs(source: Source, base: Regime, jobs: list[Job], out: Path | None,
     if not jobs:
         raise BadInput(f"{source.name}: no jobs to import")
     folder = Path(out) if out is not None else source.default_out
-    counts = batched([j.spec for j in jobs])
+    counts, too_large = checked([j.spec for j in jobs])
+    if too_large:
+        i, why = next(iter(too_large.items()))
+        raise BadInput(f"{source.name}: {jobs[i].label}: its network is too large for dsd's 64-bit flops, params "
+                       f"and acts ({why})")
     comparison = compare(counts, [j.counts for j in jobs], [j.label for j in jobs])
     results = _result_rows(jobs, base.dataset)
     meta = _meta(folder, source, _regime(base, jobs), jobs, len(results), comparison)
     action = _plan(folder, meta, source, force)
+    # Every table is made before anything is written: a value that does not fit its column stops here.
+    rows = _model_rows(jobs, counts)
+    _table(source, rows, MODEL_SCHEMA, jobs, "models.parquet")
+    imported = _table(source, _import_rows(jobs), IMPORT_SCHEMA, jobs, IMPORT_FILE)
+    finished = [j for j in jobs if j.outcome is not None]
+    result_table = _table(source, [{n: r.get(n) for n in RESULT_SCHEMA.names} for r in results], RESULT_SCHEMA,
+                          finished, "results.parquet")
     made = ImportedRun(folder, source, len(jobs), len(results), len(jobs) - len(results), comparison)
     if action == "same":
-        added = _complete(folder, jobs, results)
+        added = _complete(folder, imported, result_table)
         return replace(made, unchanged=not added, completed=added)
-    rows = _model_rows(jobs, counts)
     runfolder.write_run(folder, meta, rows, replace=action == "replace")
-    runfolder.write_parquet(_import_table(jobs), folder / IMPORT_FILE)
-    if results:
-        runfolder.write_results(folder, results)
+    runfolder.write_parquet(imported, folder / IMPORT_FILE)
+    _write_results(folder, result_table)
     return made
+
+
+def _table(source: Source, rows: list[dict], schema: pa.Schema, jobs: list[Job], file: str) -> pa.Table:
+    """The rows (one per job) as a table of the schema; BadInput naming the file, the job and the column
+    of the first value that does not fit (a whole number past 64 bits, say)."""
+    try:
+        return pa.Table.from_pylist(rows, schema=schema)
+    except (pa.ArrowException, OverflowError) as e:
+        problem = e
+    for row, job in zip(rows, jobs):
+        for field in schema:
+            try:
+                pa.array([row.get(field.name)], type=field.type)
+            except (pa.ArrowException, OverflowError) as e:
+                raise BadInput(f"{source.name}: {job.label}: its {field.name} {str(row.get(field.name))[:40]} "
+                               f"does not fit {file}'s {field.type} column ({e})") from None
+    raise BadInput(f"{source.name}: cannot be written as {file} ({problem})")
+
+
+def _write_results(folder: Path, table: pa.Table) -> None:
+    """Add the result rows; write_results takes the run's "compact" claim, so a claims folder it had to make
+    for that (nothing trains an import as it is written) goes again once empty."""
+    if not table.num_rows:
+        return
+    claims = folder / CLAIMS_DIR
+    made_here = not claims.exists()
+    runfolder.write_results(folder, table)
+    if made_here:
+        try:
+            claims.rmdir()
+        except OSError:
+            pass  # something claimed a model meanwhile: its folder stays
 
 
 def _most_common(jobs: list[Job], key: str, default):
@@ -109,29 +151,35 @@ def _meta(folder: Path, source: Source, regime: Regime, jobs: list[Job], results
 
 
 def _plan(folder: Path, meta: dict, source: Source, force: bool) -> str:
-    """'new', 'same' (this import is there already) or 'replace' (force); BadInput otherwise."""
-    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
-        return "new"
-    if not runfolder.is_run(folder):
-        raise BadInput(f"{folder} exists and is not a run folder; choose another --out")
-    diff = runfolder.meta_differences(runfolder.read_meta(folder), meta)
-    if not diff:
-        return "same"
+    """'new', 'same' (this import is there already) or 'replace' (force); BadInput otherwise.
+
+    runfolder.check_run_folder decides, as for a sampled run: it compares run.yaml but for n, and n is the
+    import's job count, which the import block holds too. So 'extend' (the same run with more models)
+    only answers a run.yaml edited by hand, and is taken as another run; the refusal is reworded, for an
+    import is not sampled with arguments."""
+    try:
+        action = runfolder.check_run_folder(folder, meta, force)
+    except BadInput:
+        if not runfolder.is_run(folder):
+            raise
+        action = "extend"
+    if action != "extend":
+        return action
     if force:
         return "replace"
+    diff = runfolder.meta_differences(runfolder.read_meta(folder), meta) or ["n"]
     raise BadInput(f"{folder} holds another run than this import of {source.name} (differs in: "
                    f"{', '.join(diff[:4])}); use --force to replace it and its results, or another --out")
 
 
-def _complete(folder: Path, jobs: list[Job], results: list[dict]) -> int:
+def _complete(folder: Path, imported: pa.Table, results: pa.Table) -> int:
     """Finish an import that was cut short: write the result rows and per-model file still missing."""
     if not (folder / IMPORT_FILE).exists():
-        runfolder.write_parquet(_import_table(jobs), folder / IMPORT_FILE)
+        runfolder.write_parquet(imported, folder / IMPORT_FILE)
     have = set(runfolder.read_results(folder)["model_id"].to_pylist())
-    missing = [r for r in results if r["model_id"] not in have]
-    if missing:
-        runfolder.write_results(folder, missing)
-    return len(missing)
+    missing = results.filter(pa.array([i not in have for i in results["model_id"].to_pylist()], pa.bool_()))
+    _write_results(folder, missing)
+    return missing.num_rows
 
 
 def _model_rows(jobs: list[Job], counts: dict) -> list[dict]:
@@ -150,7 +198,6 @@ def _result_rows(jobs: list[Job], dataset: str) -> list[dict]:
              **j.outcome} for i, j in enumerate(jobs) if j.outcome is not None]
 
 
-def _import_table(jobs: list[Job]) -> pa.Table:
-    return pa.table({"model_id": list(range(len(jobs))), "job": [j.label for j in jobs],
-                     **{f"file_{k}": [j.counts.get(k) for j in jobs] for k in ("flops", "params", "acts")}},
-                    schema=IMPORT_SCHEMA)
+def _import_rows(jobs: list[Job]) -> list[dict]:
+    return [{"model_id": i, "job": j.label, **{f"file_{k}": j.counts.get(k) for k in ("flops", "params", "acts")}}
+            for i, j in enumerate(jobs)]

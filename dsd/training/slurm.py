@@ -3,7 +3,9 @@
 The array needs no coordination of its own: the claims (dsd.runfolder.claims) split the models among
 its tasks as they split them among any processes, and the checkpoints make a requeued or preempted
 task resume the model it was training. Everything is checked as `dsd train` checks it (sweep options,
-each run's settings, the ids) before the script is written; the tasks then only train.
+each run's settings, the ids), and the data the tasks will read where its path is given (imagefolder:PATH,
+--data-dir), before the script is written; a script sbatch refuses is removed again. The tasks then only
+train, each with the local backend on the node SLURM gives it.
 """
 from __future__ import annotations
 
@@ -16,15 +18,16 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 from dsd.errors import BadInput
+from dsd.training.data import SHAPES, locate
 from dsd.training.jobs import plan, run_settings
 from dsd.training.settings import DATA_OPTIONS, FLAGS, PROTOCOL, DataRequest, SweepOptions, TrainSettings
+from dsd.training.sweep import SWEEP_OPTIONS
 
 SLURM_DIR = "slurm"              # RUN/slurm: the script and the tasks' output
 SCRIPT_NAME = "dsd-train.sbatch"
 # minutes, minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes, days-hours:minutes:seconds
 TIME_PATTERN = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}")
 PARTITION_PATTERN = re.compile(r"[\w.-]+(,[\w.-]+)*")
-SWEEP_OPTIONS = {f.name for f in fields(SweepOptions)}
 TRAIN_OPTIONS = SWEEP_OPTIONS | DATA_OPTIONS | FLAGS | set(PROTOCOL) | {"dataset", "ids"}  # train_runs's
 # dsd train's defaults: an option at its default needs no flag (and flags like --compile have no --no- form)
 DEFAULTS = {f.name: f.default for cls in (DataRequest, TrainSettings, SweepOptions) for f in fields(cls)
@@ -65,23 +68,62 @@ def slurm_sweep(runs: list[Path], slurm: SlurmOptions, train_options: dict, *, d
 
     train_options: dsd.training.sweep.train_runs's options (ids included) for every task; device and
     models_per_gpu follow from slurm. Everything is checked before the script is written; with no model
-    left to train nothing is written (script None).
+    left to train nothing is written (script None), and a script sbatch refuses is not left behind.
     """
     slurm.check()
     runs = [Path(r).resolve() for r in runs]
     if re.search(r"[\s\"'%\\]", str(runs[0])):  # #SBATCH lines are not shell: no quoting; % is a pattern
         raise BadInput(f"{runs[0]}: SLURM's --output cannot name a folder with spaces, quotes, % or \\ in its path")
+    path = runs[0] / SLURM_DIR / SCRIPT_NAME
+    check_script_path(path)
     options = task_options(slurm, train_options)
     models = check_train(runs, options)
     sbatch = None if dry_run else find_sbatch()
     summary = {"script": None, "job_id": None, "tasks": slurm.jobs, "models": models, "output": None}
     if models == 0:
         return summary
-    path = runs[0] / SLURM_DIR / SCRIPT_NAME
-    path.parent.mkdir(exist_ok=True)  # --output lands here: sbatch does not make folders
-    path.write_text(sbatch_script(runs, slurm, options))
-    job = None if sbatch is None else submit(sbatch, path)
+    undo = write_script(path, sbatch_script(runs, slurm, options))
+    try:
+        job = None if sbatch is None else submit(sbatch, path)
+    except BadInput as e:
+        raise BadInput(f"{e}; nothing was submitted, and {undo()}") from None
     return {**summary, "script": str(path), "job_id": job, "output": str(path.parent / "%A_%a.out")}
+
+
+def check_script_path(path: Path) -> None:
+    """BadInput, before anything is written, when RUN/slurm or the script's place is taken by something
+    that is not a folder, or not a file."""
+    if path.parent.exists() and not path.parent.is_dir():
+        raise BadInput(f"{path.parent} exists and is not a folder: dsd slurm writes its script and the tasks' "
+                       f"output there (move it away)")
+    if path.exists() and not path.is_file():
+        raise BadInput(f"{path} exists and is not a file: dsd slurm writes its script there (move it away)")
+
+
+def write_script(path: Path, text: str):
+    """Write the script (and RUN/slurm: sbatch makes no folder for --output); a function that puts back what
+    was there before (an earlier script, or nothing) and says what it did."""
+    made_folder = not path.parent.exists()
+    before = path.read_bytes() if path.is_file() else None
+    try:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    except OSError as e:
+        raise BadInput(f"{path}: cannot write the script there ({e.strerror or e})") from None
+
+    def undo() -> str:
+        if before is not None:
+            path.write_bytes(before)
+            return f"{path} is the earlier script again"
+        path.unlink(missing_ok=True)
+        if made_folder:
+            try:
+                path.parent.rmdir()
+            except OSError:
+                pass  # something else landed there meanwhile: it stays
+        return "the script was removed"
+
+    return undo
 
 
 def task_options(slurm: SlurmOptions, options: dict) -> dict:
@@ -90,6 +132,9 @@ def task_options(slurm: SlurmOptions, options: dict) -> dict:
     unknown = sorted(set(options) - TRAIN_OPTIONS)
     if unknown:
         raise BadInput(f"{unknown[0]!r}: dsd train has no such option")
+    if options.get("backend") not in (None, "local"):
+        raise BadInput(f"--backend {options['backend']}: every SLURM task trains with the local backend (worker "
+                       f"processes on the node SLURM gives it); give no --backend")
     for name, value in (("device", slurm.device), ("models_per_gpu", slurm.models_per_gpu)):
         if options.get(name) not in (None, value):
             flag = name.replace("_", "-")
@@ -110,7 +155,21 @@ def check_train(runs: list[Path], options: dict) -> int:
     SweepOptions(**{k: v for k, v in options.items() if k in SWEEP_OPTIONS}).check()
     overrides = {k: v for k, v in options.items() if k not in SWEEP_OPTIONS and k != "ids"}
     settings = {run: run_settings(run, **overrides) for run in runs}
+    for data in dict.fromkeys(s.data for s in settings.values()):
+        check_data(data)
     return sum(len(plan(run, settings[run], ids, options.get("retry_failed", False))) for run in runs)
+
+
+def check_data(data: DataRequest) -> None:
+    """The data where the tasks will read it from a path given here, checked on this host (the path must
+    be one that every node sees): imagefolder:PATH as `dsd train` checks it (its train and val folders,
+    its classes), a --data-dir that must exist. A named data set without --data-dir is looked for by each
+    task on its own node ($DSD_DATA_DIR, then dsd's cache, downloading it if allowed), not here."""
+    if data.kind == "imagefolder":
+        locate(data)  # only looks at the folder: an image folder is never downloaded
+    elif data.kind in SHAPES and data.data_dir and not Path(data.data_dir).is_dir():
+        raise BadInput(f"--data-dir {data.data_dir}: no such folder here; every task would look for {data.kind} "
+                       f"there (put the data there first, on a file system that every node sees)")
 
 
 def train_flags(options: dict) -> list[str]:
@@ -173,7 +232,10 @@ def find_sbatch() -> str:
 
 def submit(sbatch: str, script: Path) -> str:
     """Submit the script; the job id sbatch --parsable prints ("ID" or "ID;CLUSTER")."""
-    proc = subprocess.run([sbatch, "--parsable", str(script)], capture_output=True, text=True)
+    try:
+        proc = subprocess.run([sbatch, "--parsable", str(script)], capture_output=True, text=True)
+    except OSError as e:
+        raise BadInput(f"sbatch refused {script}: cannot run {sbatch} ({e.strerror or e})") from None
     found = re.match(r"\s*(\d+)", proc.stdout)
     if proc.returncode != 0 or found is None:
         said = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}").splitlines()[-1]
