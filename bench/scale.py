@@ -4,7 +4,8 @@
 
 Targets (wall times on a 2-core machine): load 10^5 results <= 2 s; plan `dsd train` over 10^5 models
 <= 5 s; `dsd fit-linear --all` on 500 models <= 1 s; the whole command `dsd sample --space AnyNetXA --n
-500` <= 0.5 s; `dsd import nds` of 10^4 jobs <= 10 s. The other rows have no target: they show what a
+500` <= 0.5 s; `dsd import nds` of 10^4 jobs <= 10 s. The whole commands include Python's start-up and
+imports; the compute-only rows beside them show how much of each is dsd's own work. The other rows have no target: they show what a
 run of N models costs at each stage. The big run's models are sampled by dsd (RegNetX, cifar regime);
 their errors are made up by a rule (training 10^5 models is not a benchmark), written as 10^4 result
 files (as trainers write them) that `dsd compact` gathers, plus the rest in one file.
@@ -26,10 +27,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from import_fixtures import make_nds_jobs  # noqa: E402
-from synthetic_runs import regnet_rows, write_run  # noqa: E402
+from synthetic_runs import anynet_rows, regnet_rows, write_run  # noqa: E402
 
 from dsd import api, runfolder  # noqa: E402
+from dsd.analysis.fit import fit_runs  # noqa: E402
 from dsd.analysis.load import load_runs  # noqa: E402
+from dsd.design.regimes import get_regime  # noqa: E402
+from dsd.design.sampler import sample  # noqa: E402
+from dsd.design.spaces import load_space  # noqa: E402
 
 FILES = 10_000  # results written one file per model, as trainers do
 
@@ -93,12 +98,17 @@ def big_run_rows(tmp: Path, n: int, rng) -> list[tuple[str, str, float]]:
 
 def command_rows(tmp: Path, rng) -> list[tuple[str, str, float]]:
     rows = []
+    # a fresh folder each time: sampling into a folder already sampled alike does nothing
     rows.append(("`dsd sample --space AnyNetXA --n 500` (whole command)", "0.5 s",
-                 min(command("sample", "--space", "AnyNetXA", "--n", 500, "--out", tmp / "xa", "--force")
-                     for _ in range(3))))
-    fitted = write_run(tmp / "regnet500", regnet_rows(500, rng))
-    rows.append(("`dsd fit-linear --all` on 500 models (whole command)", "1 s",
-                 min(command("fit-linear", fitted, "--all") for _ in range(3))))
+                 min(command("sample", "--space", "AnyNetXA", "--n", 500, "--out", tmp / f"xa{k}") for k in range(5))))
+    rows.append(("sampling only: 500 AnyNetXA models, in process", "-",
+                 timed(lambda: sample(load_space("AnyNetXA"), get_regime("imagenet"), 500), 3)[0]))
+    for name, make in (("RegNet-rule", regnet_rows), ("AnyNetXA-like", anynet_rows)):
+        fitted = write_run(tmp / f"fit-{name}", make(500, rng))
+        frame = load_runs([fitted])
+        rows.append((f"fit compute: `fit_runs` on 500 {name} models", "-", timed(lambda: fit_runs(frame, None), 3)[0]))
+        rows.append((f"`dsd fit-linear --all` on 500 {name} models (whole command)", "1 s",
+                     min(command("fit-linear", fitted, "--all") for _ in range(3))))
     nds = tmp / "nds.json"
     nds.write_text(json.dumps(make_nds_jobs(10_000, seed=0)))
     rows.append(("`dsd import nds` of 10^4 jobs (whole command)", "10 s",

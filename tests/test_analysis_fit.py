@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dsd.runfolder import FITS_FILE
-from dsd.analysis.fit import Coarse, block_widths, fit_model, fit_runs, save_fits
+from dsd.analysis.fit import Coarse, block_widths, fit_blocks, fit_model, fit_models, fit_runs, save_fits
 from dsd.analysis.load import load_runs
 from dsd.design.regnet import quantized_linear_widths
 from synthetic_runs import anynet_rows, regnet_rows, write_run
@@ -64,3 +64,72 @@ def test_fit_runs_stores_fits(tmp_path):
     stored = pq.read_table(path).to_pandas()
     assert len(stored) == 31
     assert stored.loc[stored["scope"] == "model", "e_fit"].max() < 0.05
+
+
+def reference_fit(j, log_w, max_depth: int) -> dict:
+    """The fit by plain evaluation of every grid point (the algorithm fit.py must reproduce bit for bit):
+    the coarse grid, numpy's argpartition of its costs, and two rounds of refinement per start."""
+    from dsd.analysis.fit import REFINE_POINTS, STARTS, W0_GRID, WA_GRID, WM_GRID
+
+    def grid(w0s, was, wms):
+        return [a.ravel() for a in np.meshgrid(w0s, was, wms, indexing="ij")]
+
+    def around(values, value):
+        i = int(np.argmin(np.abs(values - value)))
+        return np.linspace(values[max(i - 1, 0)], values[min(i + 1, len(values) - 1)], REFINE_POINTS)
+
+    def costs(points, depth):
+        w0, wa, wm = (p[:, None] for p in points)
+        diff = np.log(quantized_linear_widths(depth, w0, wa, wm))[:, j] - log_w
+        return np.abs(diff, out=diff).mean(axis=1)
+
+    def refine(w0, wa, wm):
+        w0s = np.unique(np.clip([w0 - 8, w0, w0 + 8], W0_GRID[0], W0_GRID[-1]))
+        was, wms = around(WA_GRID, wa), around(WM_GRID, wm)
+        for _ in range(2):
+            points = grid(w0s, was, wms)
+            cost = costs(points, int(j.max()) + 1)
+            k = int(np.argmin(cost))
+            w0, wa, wm = (float(p[k]) for p in points)
+            w0s, was, wms = np.array([w0]), around(was, wa), around(wms, wm)
+        return float(cost[k]), (w0, wa, wm)
+
+    points = grid(W0_GRID, WA_GRID, WM_GRID)
+    cost = costs(points, max_depth)
+    e_fit, (w0, wa, wm) = min(refine(*(p[k] for p in points)) for k in np.argpartition(cost, STARTS)[:STARTS])
+    return {"w0": w0, "wa": wa, "wm": wm, "e_fit": e_fit}
+
+
+def random_models(rng, n: int) -> list[tuple[list, list]]:
+    """Stage depths and widths of every kind the fits meet: AnyNet-like (any integer widths, 1 to 5
+    stages, blocks 1..80), constant widths, and RegNet-rule ones."""
+    models = []
+    for i in range(n):
+        stages = int(rng.integers(1, 6))
+        depths = rng.integers(1, 17, stages)
+        if i % 4 == 3:
+            row = regnet_rows(1, rng)[0]
+            depths, widths = row["depths"], row["widths"]
+        elif i % 4 == 2:
+            widths = [int(rng.integers(1, 400))] * stages
+        else:
+            widths = np.round(np.exp(rng.uniform(0, np.log(2000), stages))).astype(int) + 1
+        models.append((list(depths), list(widths)))
+    return models
+
+
+def test_fits_equal_a_plain_evaluation_of_every_grid_point():
+    """fit.py solves the grids by events and exact sums of the candidates only: its fits must be those
+    of evaluating every point (same parameters and e_fit, bit for bit, ties included)."""
+    rng = np.random.default_rng(2026)
+    models = random_models(rng, 24)
+    depth = max(sum(d) for d, _ in models)
+    coarse = Coarse(depth)
+    fits = fit_models([d for d, _ in models], [w for _, w in models], coarse)
+    for (d, w), got in zip(models, fits):
+        b = block_widths(d, w)
+        assert got == reference_fit(np.arange(len(b)), np.log(b), depth), (d, w)
+    pooled = [block_widths(d, w) for d, w in models[:6]]
+    j = np.concatenate([np.arange(len(b)) for b in pooled])
+    log_w = np.log(np.concatenate(pooled))
+    assert fit_blocks(j, log_w, coarse) == reference_fit(j, log_w, depth)

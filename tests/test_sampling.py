@@ -1,4 +1,5 @@
 """Sampling: constraints, reproducibility, prefix stability, uniqueness, declared distributions."""
+import itertools
 import math
 from dataclasses import replace
 
@@ -121,3 +122,82 @@ def test_a_regnet_slope_of_zero_is_allowed(tmp_path):
     open_band = replace(REGIMES["imagenet"], flops=(0, math.inf))
     rows = sample(load_space(f), open_band, 3).rows
     assert all(r["wa"] == 0 and len(r["depths"]) == 1 for r in rows)
+
+
+def test_the_rule_and_its_stages_equal_their_formulas():
+    """quantized_linear_widths looks powers up per exponent and stage_runs finds runs from their starts:
+    both must give what the formulas of docs/method.md section 3.1 give, element by element."""
+    from dsd.design.regnet import quantized_linear_widths, stage_runs
+
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        n, depth = int(rng.integers(1, 200)), int(rng.integers(1, 80))
+        w0 = 8.0 * rng.integers(1, 33, (n, 1))
+        wa = np.where(rng.random((n, 1)) < 0.1, 0.0, np.exp(rng.uniform(-3, np.log(256), (n, 1))))
+        wm = np.exp(rng.uniform(np.log(1.05), np.log(3), (n, 1)))
+        s = np.round(np.log((w0 + wa * np.arange(depth)) / w0) / np.log(wm))
+        widths = (np.round(w0 * np.power(wm, s) / 8) * 8).astype(np.int64)
+        assert np.array_equal(quantized_linear_widths(depth, w0, wa, wm), widths)
+        d = rng.integers(0, depth + 1, n)
+        for stages in (1, 4):
+            depths, stage_widths, runs = stage_runs(widths, d, stages)
+            for row, w in enumerate(widths):
+                values = [int(v) for v in w[:d[row]]]
+                lengths = [len(list(g)) for _, g in itertools.groupby(values)]
+                firsts = [k for k, _ in itertools.groupby(values)]
+                assert runs[row] == len(lengths)
+                assert depths[row].tolist() == (lengths + [0] * stages)[:stages]
+                assert stage_widths[row].tolist() == (firsts + [0] * stages)[:stages]
+
+
+def one_model_at_a_time(space, regime, n: int, seed: int) -> tuple[list, int, int]:
+    """The sampling rule of docs/method.md section 3 as a plain loop: model i takes batches of 256, 512,
+    ... candidates from its stream until one meets the constraints and is not a duplicate."""
+    from dsd.design.sampler import FIRST_BATCH, MAX_BATCH, Sampler, draw_raw, training_values
+    from dsd.design.spec import spec_to_row
+
+    sampler, rows, seen, draws, dups = Sampler(space, regime), [], set(), 0, 0
+    for i in range(n):
+        rng, batch, found = np.random.default_rng([seed, i]), FIRST_BATCH, None
+        while found is None:
+            v, in_bands, stats = sampler.evaluate(draw_raw(space, rng, batch))
+            used = batch
+            for j in np.flatnonzero(in_bands & sampler.within_limits(stats)):
+                spec, counts = sampler.spec(v, stats, j)
+                if spec.key() in seen:
+                    dups += 1
+                    continue
+                seen.add(spec.key())
+                found = {**spec_to_row(spec, i, space.name, seed, counts), **training_values(space, seed, i)}
+                used = j + 1
+                break
+            draws += int(used)
+            batch = min(2 * batch, MAX_BATCH)
+        rows.append(found)
+    return rows, draws, dups
+
+
+@pytest.mark.parametrize("name, regime", [("AnyNetXA", "imagenet"), ("AnyNetXE", "fashion"), ("RegNetX", "cifar"),
+                                          ("RegNetX_C", "fashion"), ("RegNetX_lrwd", "fashion")])
+def test_drawing_the_models_together_gives_the_models_of_one_at_a_time(name, regime):
+    """sample draws the batches of many models at once; the models, candidates drawn and duplicates
+    must be those of sampling one model after the other."""
+    from dsd.design.sampler import regime_for
+
+    space = load_space(name)
+    rg = regime_for(space, REGIMES[regime])
+    got = sample(space, rg, 60, seed=9)
+    assert (got.rows, got.draws, got.duplicates) == one_model_at_a_time(space, rg, 60, 9)
+
+
+def test_duplicates_are_passed_over_as_one_model_at_a_time_does(tmp_path):
+    f = tmp_path / "small.yaml"  # 2 * 3 * 4 = 24 architectures
+    f.write_text("name: Small\nextends: AnyNetXA\nparameters:\n"
+                 "  depth: {per_stage: true, shared: true, distribution: choice, values: [1, 2]}\n"
+                 "  width: {per_stage: true, shared: true, distribution: choice, values: [32, 64, 128, 256]}\n"
+                 "  bottleneck_ratio: {per_stage: true, shared: true, distribution: choice, values: [1, 2, 4]}\n"
+                 "  group_width: {per_stage: true, shared: true, distribution: choice, values: [8]}\n")
+    space, open_band = load_space(f), replace(REGIMES["imagenet"], flops=(0, math.inf))
+    got = sample(space, open_band, 20, seed=2)
+    assert got.duplicates > 0
+    assert (got.rows, got.draws, got.duplicates) == one_model_at_a_time(space, open_band, 20, 2)

@@ -31,7 +31,6 @@ import pandas as pd
 
 from dsd import runfolder
 from dsd.analysis.load import run_names, run_path, scored
-from dsd.design.regnet import quantized_linear_widths
 from dsd.errors import BadInput
 from dsd.runfolder import FITS_SCHEMA
 
@@ -41,7 +40,7 @@ WM_GRID = np.geomspace(1.5, 3.0, 24)
 REFINE_POINTS = 33
 STARTS = 8
 QUANTUM = 8
-CHUNK = 8  # models solved together: bounds the memory of the (grid, w0, wm, block) arrays
+CHUNK = 16  # models solved together: bounds the memory of the (grid, w0, wm, block) arrays
 # A certain event position lies this far (relatively) from the grid's wa values; else it is checked exactly.
 EVENT_MARGIN = 1e-9
 
@@ -51,24 +50,17 @@ def block_widths(depths, widths) -> np.ndarray:
     return np.repeat(np.asarray(widths, dtype=float), np.asarray(depths, dtype=int))
 
 
-def _grid(w0s, was, wms):
-    return [a.ravel() for a in np.meshgrid(w0s, was, wms, indexing="ij")]
-
-
-def _around(grid, value, points=REFINE_POINTS):
-    i = int(np.argmin(np.abs(grid - value)))
-    return np.linspace(grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)], points)
-
-
 def _neighbours(lists: np.ndarray, i: np.ndarray) -> np.ndarray:
-    """Per row, the REFINE_POINTS values between the neighbours of lists[row, i] (what _around gives)."""
+    """Per row, the REFINE_POINTS values from the value before lists[row, i] to the one after it (or
+    from the value itself at an end): the list a refinement takes around a grid value."""
     rows = np.arange(len(lists))
     lo, hi = lists[rows, np.maximum(i - 1, 0)], lists[rows, np.minimum(i + 1, lists.shape[1] - 1)]
     return np.linspace(lo, hi, REFINE_POINTS, axis=-1)
 
 
 def _log_ratio(w0, wa, j):
-    """log(u_j / w0) of the rule, u_j = w0 + wa j, with the operations of quantized_linear_widths."""
+    """log(u_j / w0) of the rule, u_j = w0 + wa j, with the operations of
+    dsd.design.regnet.quantized_linear_widths (so that exponents, widths and e_fit agree bit for bit)."""
     return np.log((w0 + wa * j) / w0)
 
 
@@ -84,7 +76,6 @@ class Coarse:
     (and, for wm, around every value of those), the powers wm ** t of these, and log(8 k)."""
 
     def __init__(self, max_depth: int):
-        self.points = _grid(W0_GRID, WA_GRID, WM_GRID)
         self.wa_lists = _neighbours(np.tile(WA_GRID, (len(WA_GRID), 1)), np.arange(len(WA_GRID)))
         self.wm_lists = _neighbours(np.tile(WM_GRID, (len(WM_GRID), 1)), np.arange(len(WM_GRID)))
         n = REFINE_POINTS
@@ -154,7 +145,8 @@ def coarse_costs(blocks: Blocks, row: int, coarse: Coarse, span: int = 8192) -> 
     for lo in range(0, len(out), span):
         part = diff[:, :min(span, len(out) - lo)]
         np.subtract(table[rows, lo:lo + span], lw, out=part)
-        np.abs(part, out=part).mean(axis=0, out=out[lo:lo + span])
+        np.add.reduce(np.abs(part, out=part), axis=0, out=out[lo:lo + span])
+    out /= n  # np.mean: the sum, then / n
     return out
 
 
@@ -287,13 +279,13 @@ def fit_blocks(j, log_w, coarse: Coarse) -> dict:
     return fit_blocks_many([(j, log_w)], coarse)[0]
 
 
-def fit_models(depths, widths, coarse: Coarse) -> list[dict]:
-    """The quantized linear fits of many models (d = each one's total depth), solved CHUNK at a time
-    in threads (numpy releases the GIL)."""
+def fit_models(depths, widths, coarse: Coarse, pool: ThreadPoolExecutor | None = None) -> list[dict]:
+    """The quantized linear fits of many models (d = each one's total depth), solved CHUNK at a time, in
+    the pool's threads when one is given (numpy releases the GIL)."""
     fits = [(np.arange(len(b)), np.log(b)) for b in map(block_widths, depths, widths)]
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        parts = pool.map(lambda lo: fit_blocks_many(fits[lo:lo + CHUNK], coarse), range(0, len(fits), CHUNK))
-        return [f for part in parts for f in part]
+    parts = (pool.map if pool else map)(lambda lo: fit_blocks_many(fits[lo:lo + CHUNK], coarse),
+                                        range(0, len(fits), CHUNK))
+    return [f for part in parts for f in part]
 
 
 def fit_model(depths, widths, coarse: Coarse | None = None) -> dict:
@@ -317,18 +309,21 @@ def fit_runs(frame: pd.DataFrame, top: int | None = 20, population_top: int = 20
     the pooled blocks of the run's best `population_top` trained models, plus the least-squares line
     w_j = linear_w0 + linear_wa * j through them)."""
     chosen = select(frame, top)
+    chosen.attrs = {}  # pandas would copy the runs' metadata into every frame made from it below
     coarse = Coarse(int(frame["depth"].max()))
-    chosen = chosen.assign(fit=fit_models(chosen["depths"], chosen["widths"], coarse))
-    rows = []
-    for run in run_names(frame):
-        part = chosen[chosen["run"] == run]
-        for rec in part.itertuples(index=False):
-            rows.append({"run": run, "scope": "model", "model_id": rec.model_id, "rank": rec.rank,
-                         "depth": rec.depth, "error": rec.err, **rec.fit})
-        best = part[part["err"].notna()].head(population_top)
-        if len(best):
-            rows.append({"run": run, "scope": "population", "depth": int(best["depth"].max()),
-                         "error": float(best["err"].mean()), **population_fit(best, coarse)})
+    runs = run_names(frame)
+    best = {run: chosen[(chosen["run"] == run) & chosen["err"].notna()].head(population_top) for run in runs}
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # the population fits (the longest) first
+        populations = {run: pool.submit(population_fit, models, coarse) for run, models in best.items() if len(models)}
+        chosen = chosen.assign(fit=fit_models(chosen["depths"], chosen["widths"], coarse, pool))
+        rows = []
+        for run in runs:
+            for rec in chosen[chosen["run"] == run].itertuples(index=False):
+                rows.append({"run": run, "scope": "model", "model_id": rec.model_id, "rank": rec.rank,
+                             "depth": rec.depth, "error": rec.err, **rec.fit})
+            if run in populations:
+                rows.append({"run": run, "scope": "population", "depth": int(best[run]["depth"].max()),
+                             "error": float(best[run]["err"].mean()), **populations[run].result()})
     fits = pd.DataFrame(rows, columns=["run", *FITS_SCHEMA.names])
     return fits.astype({"model_id": "Int64", "rank": "Int64", "depth": "int64"})
 

@@ -12,10 +12,14 @@ import numpy as np
 def quantized_linear_widths(depth, w0, wa, wm, quantum: int = 8) -> np.ndarray:
     """Per-block widths w_j, j = 0..depth-1, of the quantized linear rule (half-to-even rounding).
 
-    w0, wa, wm may be arrays of shape (n, 1): the result is then (n, depth), one row per candidate."""
+    w0, wa, wm may be arrays of shape (n, 1): the result is then (n, depth), one row per candidate.
+    The powers wm ** s are computed once per exponent s and looked up, as there are far fewer exponents
+    than blocks."""
     u = w0 + wa * np.arange(int(depth))
     s = np.round(np.log(u / w0) / np.log(wm))
-    return (np.round(w0 * np.power(wm, s) / quantum) * quantum).astype(np.int64)
+    powers = np.power(np.reshape(wm, (-1, 1)), np.arange(int(s.max(initial=0)) + 1, dtype=float))
+    grown = np.take_along_axis(powers, s.reshape(len(powers), -1).astype(np.intp), axis=1).reshape(s.shape)
+    return (np.round(w0 * grown / quantum) * quantum).astype(np.int64)
 
 
 def stage_runs(block_widths, depth, stages: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -23,12 +27,21 @@ def stage_runs(block_widths, depth, stages: int) -> tuple[np.ndarray, np.ndarray
     widths of its first `stages` runs of equal consecutive widths, as (n, stages) arrays (0 past its
     last run), and how many runs it has."""
     w = np.atleast_2d(block_widths)
-    inside = np.arange(w.shape[1]) < np.atleast_1d(depth)[:, None]
-    starts = np.concatenate([np.ones((len(w), 1), bool), w[:, 1:] != w[:, :-1]], axis=1) & inside
-    stage_of = np.cumsum(starts, axis=1) - 1
-    depths = np.stack([((stage_of == i) & inside).sum(axis=1) for i in range(stages)], axis=1)
-    widths = np.stack([np.where((stage_of == i) & inside, w, 0).max(axis=1) for i in range(stages)], axis=1)
-    return depths, widths, starts.sum(axis=1)
+    depth = np.atleast_1d(depth)
+    starts = np.ones(w.shape, bool)
+    np.not_equal(w[:, 1:], w[:, :-1], out=starts[:, 1:])
+    starts &= np.arange(w.shape[1]) < depth[:, None]
+    runs = starts.sum(axis=1)
+    row, col = np.nonzero(starts)
+    rank = np.arange(len(row)) - np.repeat(np.cumsum(runs) - runs, runs)  # the run's place in its row
+    end = np.append(col[1:], 0)
+    last = np.append(row[1:] != row[:-1], True)
+    end[last] = depth[row[last]]
+    keep = rank < stages
+    depths, widths = np.zeros((len(w), stages), np.int64), np.zeros((len(w), stages), w.dtype)
+    depths[row[keep], rank[keep]] = (end - col)[keep]
+    widths[row[keep], rank[keep]] = w[row[keep], col[keep]]
+    return depths, widths, runs
 
 
 def stages_from_block_widths(block_widths) -> tuple[list[int], list[int]]:

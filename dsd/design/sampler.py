@@ -9,8 +9,9 @@ functions of each candidate's own flops, dsd.design.spaces.Limit).
 """
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -24,6 +25,10 @@ from dsd.errors import BadInput
 FIRST_BATCH = 256
 MAX_BATCH = 16384
 MAX_DRAWS_PER_MODEL = 2_000_000
+SLICE = 16  # the candidates of a batch evaluated first
+BLOCK = 1024  # models whose batches are drawn and evaluated together
+PREFETCH_BATCH = 2048  # their largest batch done so
+ROUND = 1 << 20  # the most candidates drawn for them at once
 
 
 def space_network(space: Space, regime: Regime) -> Network:
@@ -49,19 +54,26 @@ def draw(p: Param, rng: np.random.Generator, shape: tuple) -> np.ndarray:
             return k * q
         return rng.uniform(p.low, p.high, size=shape)
     x = np.exp(rng.uniform(math.log(p.low), math.log(p.high), size=shape))
-    if q:
-        return np.clip(np.round(x / q), math.ceil(p.low / q), math.floor(p.high / q)) * q
+    if q:  # round(x / q) clipped to the multiples in range (np.clip's result, without its overhead)
+        return np.minimum(np.maximum(np.round(x / q), math.ceil(p.low / q)), math.floor(p.high / q)) * q
     return x
 
 
-def draw_stage_params(space: Space, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
-    """(batch, stages) arrays of depth, width, bottleneck_ratio, group_width for an AnyNet-style space."""
-    s = space.stages
-    out = {}
-    for p in space.params:
-        if p.same_as is None:
-            values = draw(p, rng, (batch, s) if p.draws_per_stage else (batch, 1))
-            out[p.name] = np.broadcast_to(values, (batch, s))
+def draw_raw(space: Space, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
+    """A batch of candidates' drawn values: the only use of rng, so that what follows from them
+    (sorting, ties, the RegNet rule) can be done for the batches of many models at once."""
+    def shape(p: Param) -> tuple:
+        if space.rule is not None:
+            return (batch,)
+        return (batch, space.stages) if p.draws_per_stage else (batch, 1)
+
+    return {p.name: draw(p, rng, shape(p)) for p in space.params if p.same_as is None}
+
+
+def stage_params(space: Space, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """(candidates, stages) arrays of depth, width, bottleneck_ratio, group_width of an AnyNet-style space."""
+    batch = len(next(iter(raw.values())))
+    out = {name: np.broadcast_to(values, (batch, space.stages)) for name, values in raw.items()}
     for name in space.non_decreasing:
         out[name] = np.sort(out[name], axis=1)
     return copy_ties(space, out)
@@ -73,15 +85,20 @@ def copy_ties(space: Space, values: dict[str, np.ndarray]) -> dict[str, np.ndarr
     return values
 
 
-def draw_regnet_params(space: Space, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
+def regnet_params(space: Space, raw: dict[str, np.ndarray], span: int = 8) -> dict[str, np.ndarray]:
     """RegNet parameters per candidate, then stage depths and widths by the quantized linear rule;
-    candidates with a stage count other than the space's get depth 0 (rejected by the caller)."""
-    v = copy_ties(space, {p.name: draw(p, rng, (batch,)) for p in space.params if p.same_as is None})
+    candidates with a stage count other than the space's get depth 0 (rejected by the caller). The rule
+    runs on the candidates of depths (k span, (k + 1) span] together, each group up to its own depth."""
+    v = copy_ties(space, dict(raw))
+    batch, s = len(v["depth"]), space.stages
     d = v["depth"].astype(np.int64)
-    w = quantized_linear_widths(int(d.max()), v["w0"][:, None], v["wa"][:, None], v["wm"][:, None],
-                                space.rule.get("quantum", 8))
-    s = space.stages
-    depths, widths, runs = stage_runs(w, d, s)
+    depths, widths, runs = np.zeros((batch, s), np.int64), np.zeros((batch, s), np.int64), np.zeros(batch, np.int64)
+    group = (d - 1) // span
+    for k in np.unique(group):
+        rows = np.flatnonzero(group == k)
+        w = quantized_linear_widths(int(d[rows].max()), v["w0"][rows, None], v["wa"][rows, None],
+                                    v["wm"][rows, None], space.rule.get("quantum", 8))
+        depths[rows], widths[rows], runs[rows] = stage_runs(w, d[rows], s)
     ok = runs == s
     depths[~ok] = 0
     widths[~ok] = 8
@@ -98,17 +115,18 @@ def in_band(values, band) -> np.ndarray:
 
 
 class Sampler:
-    """Draws candidate batches for one (space, regime) and keeps the ones meeting the constraints."""
+    """Evaluates candidate batches for one (space, regime) and keeps the ones meeting the constraints."""
 
     def __init__(self, space: Space, regime: Regime):
         self.space, self.regime = space, regime
         self.net = space_network(space, regime)
         self.regnet = space.rule is not None
 
-    def candidates(self, rng: np.random.Generator, batch: int) -> tuple[dict, np.ndarray, dict]:
-        """A batch of candidates (after the compatibility step), which are in the regime's complexity
-        bands, and their complexity."""
-        v = (draw_regnet_params if self.regnet else draw_stage_params)(self.space, rng, batch)
+    def evaluate(self, raw: dict[str, np.ndarray]) -> tuple[dict, np.ndarray, dict]:
+        """Candidates from their drawn values (of any number of batches, concatenated): the values after
+        the compatibility step, which are in the regime's complexity bands, and their complexity."""
+        v = (regnet_params if self.regnet else stage_params)(self.space, raw)
+        batch = len(v["depth"])
         depths = v["depth"].astype(np.int64)
         b = v["bottleneck_ratio"].astype(float)
         widths, groups = v["width"].astype(np.int64), v["group_width"].astype(np.int64)
@@ -146,6 +164,47 @@ class Sampler:
 
 
 @dataclass
+class Part:
+    """Candidates lo.. of a batch, evaluated: how many were in the bands but failed the space's limits,
+    and, when some met every constraint, their values, complexity and which they are."""
+
+    lo: int
+    limited: int
+    values: dict | None = None
+    stats: dict | None = None
+    ok: np.ndarray | None = None
+
+
+@dataclass
+class Batch:
+    """A batch of a model's candidates: their drawn values and its parts evaluated so far, in order
+    (a batch is evaluated a part at a time, as far as a model needs: the first SLICE candidates, then
+    as many again each time)."""
+
+    raw: dict
+    size: int
+    parts: list = field(default_factory=list)
+    done: int = 0
+
+    def next_part(self) -> tuple[int, int]:
+        return self.done, min(self.size, max(SLICE, 2 * self.done))
+
+
+@dataclass
+class Stream:
+    """A model's random stream and the batches drawn from it so far (sizes FIRST_BATCH, doubling)."""
+
+    rng: np.random.Generator
+    batches: list = field(default_factory=list)
+
+    def next_size(self) -> int:
+        return min(FIRST_BATCH << len(self.batches), MAX_BATCH)
+
+    def drawn(self) -> int:
+        return sum(b.size for b in self.batches)
+
+
+@dataclass
 class Sample:
     rows: list[dict]
     draws: int
@@ -160,42 +219,123 @@ def check_count(n: int) -> None:
 
 def sample(space: Space, regime: Regime, n: int, seed: int = 0,
            max_draws_per_model: int = MAX_DRAWS_PER_MODEL) -> Sample:
-    """n models meeting the constraints; model i depends only on (space, regime, seed, i)."""
+    """n models meeting the constraints; model i depends only on (space, regime, seed, i).
+
+    Model i's candidates come from its own stream in batches of FIRST_BATCH, 2 FIRST_BATCH, ...; the first
+    that meets the constraints and is not a duplicate of models 0..i-1 is model i. The batches of BLOCK
+    models are drawn and evaluated together (_prefetch); the choice, which duplicates make sequential, is
+    then made model after model, evaluating and drawing further where a model still needs it."""
     check_count(n)
     sampler = Sampler(space, regime)
     rows, seen, draws, dups = [], set(), 0, 0
-    for i in range(n):
-        rng = np.random.default_rng([seed, i])
-        batch, tried, found, limited = FIRST_BATCH, 0, None, 0
-        while found is None:
-            if tried >= max_draws_per_model:
+    for start in range(0, n, BLOCK):
+        streams = [Stream(np.random.default_rng([seed, i])) for i in range(start, min(n, start + BLOCK))]
+        _prefetch(sampler, streams, max_draws_per_model)
+        for i, stream in enumerate(streams, start):
+            found, tried, limited, passed = _first_model(sampler, stream, seen, max_draws_per_model)
+            dups += passed
+            if found is None:
                 raise BadInput(f"found only {i} of {n} models: no candidate for model {i} met the constraints in "
                                f"{tried:,} draws ({draws + tried:,} in all, {dups} duplicates); "
                                + _what_rejects(space, limited))
-            v, in_bands, stats = sampler.candidates(rng, batch)
-            ok = in_bands & sampler.within_limits(stats)
-            limited += int(np.count_nonzero(in_bands & ~ok))
-            used = batch
-            for j in np.flatnonzero(ok):
-                spec, counts = sampler.spec(v, stats, j)
-                key = spec.key()
-                if key in seen:
-                    dups += 1
-                    continue
-                seen.add(key)
-                found, used = {**spec_to_row(spec, i, space.name, seed, counts),
-                               **training_values(space, seed, i)}, j + 1
-                break
-            tried += int(used)
-            batch = min(2 * batch, MAX_BATCH)
-        draws += tried
-        rows.append(found)
+            spec, counts = found
+            seen.add(spec.key())
+            draws += tried
+            rows.append({**spec_to_row(spec, i, space.name, seed, counts), **training_values(space, seed, i)})
     return Sample(rows, draws, dups)
+
+
+def _first_model(sampler: Sampler, stream: Stream, seen: set, max_draws: int) -> tuple:
+    """The stream's first candidate that meets the constraints and is not in seen: (its spec and counts,
+    or None when max_draws candidates gave none; the candidates that used; how many in the bands the
+    space's limits rejected; the duplicates passed over)."""
+    tried = limited = passed = 0
+    for k in itertools.count():
+        if tried >= max_draws:
+            return None, tried, limited, passed
+        if k == len(stream.batches):
+            _draw(sampler.space, [stream])
+        batch = stream.batches[k]
+        for part in _parts(sampler, batch):
+            limited += part.limited
+            found, duplicates = _first_new(sampler, part, seen)
+            passed += duplicates
+            if found is not None:
+                spec, counts, j = found
+                return (spec, counts), tried + j + 1, limited, passed
+        tried += batch.size
+
+
+def _parts(sampler: Sampler, batch: Batch):
+    """The batch's parts in order, the next ones evaluated as they are asked for."""
+    for p in itertools.count():
+        if p == len(batch.parts):
+            if batch.done == batch.size:
+                return
+            _evaluate(sampler, [batch])
+        yield batch.parts[p]
+
+
+def _prefetch(sampler: Sampler, streams: list[Stream], max_draws: int) -> None:
+    """Draw and evaluate the streams' batches together, part after part, while some have no candidate
+    meeting the constraints. It stops at batches of PREFETCH_BATCH or ROUND candidates in all (the rest
+    is done model by model), which bounds the work wasted on the models after one that fails."""
+    waiting = streams
+    while waiting:
+        waiting = [s for s in waiting if s.drawn() < max_draws]
+        if not waiting or waiting[0].next_size() > PREFETCH_BATCH or len(waiting) * waiting[0].next_size() > ROUND:
+            return
+        _draw(sampler.space, waiting)
+        while waiting and waiting[0].batches[-1].done < waiting[0].batches[-1].size:
+            _evaluate(sampler, [s.batches[-1] for s in waiting])
+            waiting = [s for s in waiting if s.batches[-1].parts[-1].ok is None]
+
+
+def _draw(space: Space, streams: list[Stream]) -> None:
+    """The next batch of each stream, drawn (not yet evaluated)."""
+    for s in streams:
+        size = s.next_size()
+        s.batches.append(Batch(draw_raw(space, s.rng, size), size))
+
+
+def _evaluate(sampler: Sampler, batches: list[Batch], chunk: int = 1 << 16) -> None:
+    """The next part of each batch (all at the same place), evaluated together, chunk candidates at a time."""
+    lo, hi = batches[0].next_part()
+    step = max(1, chunk // (hi - lo))
+    for first in range(0, len(batches), step):
+        group = batches[first:first + step]
+        raw = {k: np.concatenate([b.raw[k][lo:hi] for b in group]) for k in group[0].raw}
+        v, in_bands, stats = sampler.evaluate(raw)
+        ok = (in_bands & sampler.within_limits(stats)).reshape(len(group), hi - lo)
+        limited = (in_bands.reshape(ok.shape) & ~ok).sum(axis=1)
+        for row, (b, n_limited) in enumerate(zip(group, limited.tolist())):
+            part = Part(lo, n_limited)
+            if ok[row].any():
+                rows = slice(row * (hi - lo), (row + 1) * (hi - lo))
+                part.values, part.stats = {k: x[rows] for k, x in v.items()}, {k: x[rows] for k, x in stats.items()}
+                part.ok = np.flatnonzero(ok[row])
+            b.parts.append(part)
+            b.done = hi
+
+
+def _first_new(sampler: Sampler, part: Part, seen: set) -> tuple:
+    """The part's first candidate meeting the constraints whose architecture is not in seen: (its spec,
+    counts and place in the batch, or None) and the duplicates passed over."""
+    passed = 0
+    for j in [] if part.ok is None else part.ok:
+        spec, counts = sampler.spec(part.values, part.stats, j)
+        if spec.key() in seen:
+            passed += 1
+            continue
+        return (spec, counts, part.lo + int(j)), passed
+    return None, passed
 
 
 def training_values(space: Space, seed: int, i: int) -> dict:
     """Model i's sampled training settings (sampled_lr, sampled_wd), from a stream of their own, so that
     the architectures are those of the same space without `training:`."""
+    if not space.training:
+        return {}
     rng = np.random.default_rng([seed, i, 1])
     return {f"sampled_{p.name}": float(draw(p, rng, ())) for p in space.training}
 

@@ -206,15 +206,23 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-@functools.lru_cache(maxsize=1)
-def _builtin_lookup() -> dict[str, Path]:
-    """Built-in and example space files by lower-case name and by short name, read once per process; a
-    built-in wins over an example, a file name over a short name."""
-    def by_name(folder: Path, names: list[str]) -> dict[str, Path]:
-        files = {n.lower(): folder / f"{n}.yaml" for n in names}
-        return {**{_read_yaml(p).get("short", "").lower(): p for p in files.values()}, **files}
+class _BuiltinFiles:
+    """Built-in and example space files by lower-case name and by short name: a built-in wins over an
+    example, a file name over a short name. Reading every file for its short name is the slow part, so it
+    is done only for a name that is no file's, once per process."""
 
-    return {**by_name(builtin_dir() / EXAMPLES_DIR, example_names()), **by_name(builtin_dir(), builtin_names())}
+    def get(self, name: str) -> Path | None:
+        for folder, names in ((builtin_dir(), builtin_names()), (builtin_dir() / EXAMPLES_DIR, example_names())):
+            files = {n.lower(): folder / f"{n}.yaml" for n in names}
+            found = files.get(name) or self._shorts(tuple(files.values())).get(name)
+            if found:
+                return found
+        return None
+
+    @staticmethod
+    @functools.lru_cache(maxsize=None)
+    def _shorts(files: tuple[Path, ...]) -> dict[str, Path]:
+        return {_read_yaml(p).get("short", "").lower(): p for p in files}
 
 
 def yaml_file(ref: str, named: dict, relative_to: Path | None, kind: str) -> Path | None:
@@ -234,7 +242,7 @@ def yaml_file(ref: str, named: dict, relative_to: Path | None, kind: str) -> Pat
 
 def _resolve_file(ref: str, relative_to: Path | None = None) -> Path:
     """A built-in name (case-insensitive, or its short name) or a path to a YAML file."""
-    found = yaml_file(ref, _builtin_lookup(), relative_to, "space")
+    found = yaml_file(ref, _BuiltinFiles(), relative_to, "space")
     if found is None:
         raise BadInput(f"unknown space {ref!r} (known: {', '.join(builtin_names())}; examples: "
                        f"{', '.join(example_names())}; or a path to a .yaml file)")
