@@ -168,7 +168,7 @@ def _compacted_stamps(path: str, signature) -> dict[int, tuple[str, str]]:
 def result_stamps(run: Path) -> dict[int, tuple[str, str]]:
     """{model id: (status, time)} of every model with a result (result_stamp of each, in one pass)."""
     stamps = {}
-    for model_id in _model_files(run):
+    for model_id in sorted(_model_files(run)):  # in id order: a corrupt file is named the same every time
         stamp = result_stamp(run, model_id)
         if stamp is not None:
             stamps[model_id] = stamp
