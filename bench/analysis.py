@@ -10,8 +10,6 @@ separately: they are not part of those targets.
 """
 from __future__ import annotations
 
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -23,6 +21,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from synthetic_runs import anynet_rows, regnet_rows, write_run  # noqa: E402
+
+from table import print_table  # noqa: E402
 
 from dsd.analysis import bootstrap, edf, epochs, fit, plots, report, samplesize, search  # noqa: E402
 from dsd.analysis.findings import Evidence, findings  # noqa: E402
@@ -107,12 +107,7 @@ def main() -> None:
 
     rows += study_rows(rng)
 
-    cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    print(f"analysis timings on {cpu}, Python {platform.python_version()}, numpy {np.__version__}\n")
-    print("| what | target | time |")
-    print("|---|---|---|")
-    for what, target, seconds in rows:
-        print(f"| {what} | {target} | {seconds:.3f} s |")
+    print_table("analysis", rows, 3, f", numpy {np.__version__}")
 
 
 if __name__ == "__main__":

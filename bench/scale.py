@@ -13,8 +13,6 @@ files (as trainers write them) that `dsd compact` gathers, plus the rest in one 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -28,6 +26,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from import_fixtures import make_nds_jobs  # noqa: E402
 from synthetic_runs import anynet_rows, regnet_rows, write_run  # noqa: E402
+
+from table import print_table  # noqa: E402
 
 from dsd import api, runfolder  # noqa: E402
 from dsd.analysis.fit import fit_runs  # noqa: E402
@@ -121,12 +121,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         rows = command_rows(Path(tmp), rng) + big_run_rows(Path(tmp), n, rng)
-    cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    print(f"scale timings on {cpu}, Python {platform.python_version()}\n")
-    print("| what | target | time |")
-    print("|---|---|---|")
-    for what, target, seconds in rows:
-        print(f"| {what} | {target} | {seconds:.2f} s |")
+    print_table("scale", rows, 2)
 
 
 if __name__ == "__main__":

@@ -144,10 +144,13 @@ def read_table(path: Path, schema: pa.Schema | None = None) -> pa.Table:
 def read_models(run: Path) -> pa.Table:
     """models.parquet, with the columns added since it was written (MODEL_COLUMNS_ADDED) as nulls, so
     that every reader sees the same columns."""
-    table = read_table(require_run(run) / MODELS_FILE, MODEL_SCHEMA)
-    for name in MODEL_COLUMNS_ADDED:
-        if name not in table.column_names:
-            field = MODEL_SCHEMA.field(name)
+    return with_added_columns(read_table(require_run(run) / MODELS_FILE, MODEL_SCHEMA), MODEL_SCHEMA)
+
+
+def with_added_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The table with schema's columns it lacks (those added since it was written) appended as nulls."""
+    for field in schema:
+        if field.name not in table.column_names:
             table = table.append_column(field, pa.nulls(table.num_rows, field.type))
     return table
 

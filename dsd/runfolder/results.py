@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 from dsd.errors import BadInput
 from dsd.runfolder.claims import claim, live_claims, release
 from dsd.runfolder.files import (
-    RESULT_SCHEMA, RESULTS_DIR, STATUSES, _parquet, _require_columns, require_run, write_parquet,
+    RESULT_SCHEMA, RESULTS_DIR, STATUSES, _parquet, _require_columns, require_run, with_added_columns,
+    write_parquet,
 )
 
 COMPACTED_FILE = "results.parquet"
@@ -99,10 +100,7 @@ def _one_valid_row_each(table: pa.Table, paths: list[Path]) -> bool:
 
 def _with_added_columns(table: pa.Table, path: Path) -> pa.Table:
     _require_columns(path, table.column_names, RESULT_SCHEMA)
-    for field in RESULT_SCHEMA:
-        if field.name not in table.column_names:
-            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
-    return table.select(RESULT_SCHEMA.names).cast(RESULT_SCHEMA)
+    return with_added_columns(table, RESULT_SCHEMA).select(RESULT_SCHEMA.names).cast(RESULT_SCHEMA)
 
 
 def read_compacted(run: Path, columns: list[str] | None = None) -> pa.Table:
