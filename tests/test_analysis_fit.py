@@ -68,7 +68,8 @@ def test_fit_runs_stores_fits(tmp_path):
 
 def reference_fit(j, log_w, max_depth: int) -> dict:
     """The fit by plain evaluation of every grid point (the algorithm fit.py must reproduce bit for bit):
-    the coarse grid, numpy's argpartition of its costs, and two rounds of refinement per start."""
+    the coarse grid, its STARTS least (e_fit, point), and two rounds of refinement per start. Each e_fit
+    is summed block after block (np.add.accumulate), as fit.py documents."""
     from dsd.analysis.fit import REFINE_POINTS, STARTS, W0_GRID, WA_GRID, WM_GRID
 
     def grid(w0s, was, wms):
@@ -81,7 +82,7 @@ def reference_fit(j, log_w, max_depth: int) -> dict:
     def costs(points, depth):
         w0, wa, wm = (p[:, None] for p in points)
         diff = np.log(quantized_linear_widths(depth, w0, wa, wm))[:, j] - log_w
-        return np.abs(diff, out=diff).mean(axis=1)
+        return np.add.accumulate(np.abs(diff, out=diff), axis=1)[:, -1] / diff.shape[1]
 
     def refine(w0, wa, wm):
         w0s = np.unique(np.clip([w0 - 8, w0, w0 + 8], W0_GRID[0], W0_GRID[-1]))
@@ -96,7 +97,7 @@ def reference_fit(j, log_w, max_depth: int) -> dict:
 
     points = grid(W0_GRID, WA_GRID, WM_GRID)
     cost = costs(points, max_depth)
-    e_fit, (w0, wa, wm) = min(refine(*(p[k] for p in points)) for k in np.argpartition(cost, STARTS)[:STARTS])
+    e_fit, (w0, wa, wm) = min(refine(*(p[k] for p in points)) for k in np.lexsort((np.arange(len(cost)), cost))[:STARTS])
     return {"w0": w0, "wa": wa, "wm": wm, "e_fit": e_fit}
 
 
@@ -133,3 +134,22 @@ def test_fits_equal_a_plain_evaluation_of_every_grid_point():
     j = np.concatenate([np.arange(len(b)) for b in pooled])
     log_w = np.log(np.concatenate(pooled))
     assert fit_blocks(j, log_w, coarse) == reference_fit(j, log_w, depth)
+
+
+def test_coarse_starts_are_the_least_costs_of_every_point():
+    """The pruned coarse search must pick the starts a sum at every coarse point picks (ties to the lower
+    point), for models and pooled blocks, and its lower bounds must never exceed a point's cost."""
+    from dsd.analysis.fit import STARTS, Blocks, _lower_bounds, coarse_starts
+
+    rng = np.random.default_rng(7)
+    models = random_models(rng, 120)
+    coarse = Coarse(max(sum(d) for d, _ in models))
+    fits = [(np.arange(len(b)), np.log(b)) for b in (block_widths(d, w) for d, w in models)]
+    fits += [tuple(np.concatenate(parts) for parts in zip(*fits[k:k + 5])) for k in range(0, 30, 5)]  # pooled
+    blocks = Blocks.of(fits)
+    bounds, starts = _lower_bounds(coarse.log_pred_by_block, blocks), coarse_starts(blocks, coarse)
+    for row, (j, log_w) in enumerate(fits):
+        terms = np.abs(coarse.log_pred_by_block[j] - log_w[:, None])
+        cost = np.add.accumulate(terms, axis=0)[-1] / len(j)  # every point, block after block
+        assert np.all(bounds[row] <= cost * (1 + 1e-12))
+        assert list(starts[row]) == list(np.lexsort((np.arange(len(cost)), cost))[:STARTS])

@@ -7,9 +7,15 @@ AnyNet models turn out to fit well (small e_fit): that observation is what led t
 The search: every point of a coarse grid (w0 multiples of 8 in 8..256, wa in 0..256 log-spaced, wm in
 1.5..3 log-spaced, the ranges of RegNetX) is evaluated, and each of the STARTS best is refined twice
 on a finer grid around it (REFINE_POINTS values of wa and of wm between the neighbours of the point);
-the best refined point wins. Ties go as in a plain evaluation of every grid point: the first minimum
-in (w0, wa, wm) order within a grid, then the lowest (e_fit, w0, wa, wm), and the coarse starts are
-numpy's argpartition of the coarse costs.
+the best refined point wins. Ties go as in a plain evaluation of every grid point: the coarse starts
+are the STARTS least (e_fit, point) in (w0, wa, wm) order, each e_fit summed block after block; within
+a fine grid the first minimum in that order; then the least (e_fit, w0, wa, wm). The same on every
+machine: no step depends on how a sort or a sum is vectorized.
+
+The coarse grid is not evaluated point by point either, for a model: its blocks form runs of equal
+width (its stages), and along a run the predicted widths only grow, so the run's two end blocks bound
+its cost from below at every point. Only the points whose bound does not exceed the STARTS-th cost
+found among the best-bounded ones can be starts, and only these are summed.
 
 The fine grids are not evaluated point by point. Along wa (w0 and wm fixed) a block's exponent
 s_j = round(log(1 + wa j / w0) / log(wm)) only grows, so each column of a grid changes its predicted
@@ -40,7 +46,8 @@ WM_GRID = np.geomspace(1.5, 3.0, 24)
 REFINE_POINTS = 33
 STARTS = 8
 QUANTUM = 8
-CHUNK = 16  # models solved together: bounds the memory of the (grid, w0, wm, block) arrays
+CHUNK = 8  # models solved together: bounds the (grid, w0, wm, block) arrays, which then stay in cache
+PROBE = 64  # the best-bounded coarse points summed first: the STARTS-th of their costs prunes the rest
 # A certain event position lies this far (relatively) from the grid's wa values; else it is checked exactly.
 EVENT_MARGIN = 1e-9
 
@@ -89,6 +96,7 @@ class Coarse:
         eights = np.arange(1, int(top_u * np.sqrt(WM_GRID[-1]) / QUANTUM) + 3) * QUANTUM
         self.log_width = np.concatenate([[np.nan], np.log(eights)])  # at k: log(8 k), as np.log of the int width
         self.log_pred_by_block = self._coarse_predictions(max_depth, levels)
+        self.log_pred_by_point = np.ascontiguousarray(self.log_pred_by_block.T)  # a point's blocks side by side
 
     def _coarse_predictions(self, depth: int, levels: np.ndarray) -> np.ndarray:
         """log of quantized_linear_widths at every coarse point, (block, point): the rule's operations,
@@ -133,27 +141,69 @@ class Grids:
     coarse_wm: np.ndarray  # (G,)
 
 
-def coarse_costs(blocks: Blocks, row: int, coarse: Coarse, span: int = 8192) -> np.ndarray:
-    """e_fit at every coarse point of one fit, summed in the order of a plain evaluation (block after
-    block), so that numpy's argpartition picks the starts it picked from the plain costs. Done span
-    points at a time, which keeps the blocks x points differences in cache."""
-    n = blocks.count[row]
-    j, lw = blocks.j[row, :n], blocks.log_w[row, :n, None]
-    rows = slice(0, n) if np.array_equal(j, np.arange(n)) else j  # a model's blocks: no copy of the predictions
-    table = coarse.log_pred_by_block
-    out, diff = np.empty(table.shape[1]), np.empty((n, span))
-    for lo in range(0, len(out), span):
-        part = diff[:, :min(span, len(out) - lo)]
-        np.subtract(table[rows, lo:lo + span], lw, out=part)
-        np.add.reduce(np.abs(part, out=part), axis=0, out=out[lo:lo + span])
-    out /= n  # np.mean: the sum, then / n
+def _runs(j: np.ndarray, log_w: np.ndarray) -> np.ndarray:
+    """Where the runs of blocks at consecutive positions with equal widths (a model's stages) begin,
+    and the end: along a run the rule's predicted widths only grow."""
+    return np.flatnonzero(np.r_[True, (log_w[1:] != log_w[:-1]) | (j[1:] != j[:-1] + 1), True])
+
+
+def _lower_bounds(table: np.ndarray, blocks: Blocks) -> np.ndarray:
+    """A lower bound of e_fit at every coarse point, (fit, point): per run of equal widths w, its end
+    terms plus, for each block inside, the least |log(w_pred / w)| that the growing predictions allow
+    (how far the first one lies above w, or the last one below it)."""
+    bound = np.zeros((len(blocks.count), table.shape[1]))
+    for row, n in enumerate(blocks.count):
+        j, log_w = blocks.j[row, :n], blocks.log_w[row, :n]
+        edges = _runs(j, log_w)
+        for a, b in zip(edges[:-1].tolist(), edges[1:].tolist()):
+            first, last = table[j[a]] - log_w[a], table[j[b - 1]] - log_w[a]
+            if b - a > 2:
+                inner = np.maximum(first, np.negative(last))
+                np.maximum(inner, 0.0, out=inner)
+                inner *= b - a - 2
+                bound[row] += inner
+            bound[row] += np.abs(first, out=first)
+            if b - a > 1:
+                bound[row] += np.abs(last, out=last)
+        bound[row] /= n
+    return bound
+
+
+def _costs_at(by_point: np.ndarray, blocks: Blocks, fit: np.ndarray, point: np.ndarray,
+              span: int = 4096) -> np.ndarray:
+    """e_fit of fits at coarse points (by_point: a row of log predictions per point), pair by pair:
+    |log(w_pred / w)| summed block after block (np.add.accumulate's order, the same on every machine;
+    padding blocks add 0.0 after the real ones), then / d."""
+    out = np.empty(fit.shape)
+    flat_fit, flat_point, flat_out = fit.ravel(), point.ravel(), out.reshape(-1)
+    models = np.array_equal(blocks.j, np.broadcast_to(np.arange(blocks.j.shape[1]), blocks.j.shape) * blocks.real)
+    for lo in range(0, flat_fit.size, span):
+        f, p = flat_fit[lo:lo + span], flat_point[lo:lo + span]
+        predicted = by_point[p, :blocks.j.shape[1]] if models else by_point[p[:, None], blocks.j[f]]
+        terms = np.abs(predicted - blocks.log_w[f])
+        terms *= blocks.real[f]
+        flat_out[lo:lo + span] = np.add.accumulate(terms, axis=1)[:, -1] / blocks.count[f]
     return out
+
+
+def coarse_starts(blocks: Blocks, coarse: Coarse) -> np.ndarray:
+    """The STARTS least (e_fit, point) of the coarse grid for every fit, (fit, STARTS). Costs are summed
+    only at the points that each fit's lower bounds leave in question: those whose bound, scaled down by
+    a margin far above rounding, does not exceed the STARTS-th cost among the PROBE best-bounded points."""
+    bound = _lower_bounds(coarse.log_pred_by_block, blocks)
+    fits = np.arange(len(bound))[:, None]
+    probe = np.argpartition(bound, PROBE, axis=1)[:, :PROBE]
+    enough = np.partition(_costs_at(coarse.log_pred_by_point, blocks, np.broadcast_to(fits, probe.shape), probe),
+                          STARTS - 1, axis=1)[:, STARTS - 1]
+    fit, point = np.nonzero(bound * (1 - 1e-9) <= enough[:, None])  # at least STARTS per fit
+    order = np.lexsort((point, _costs_at(coarse.log_pred_by_point, blocks, fit, point), fit))
+    first = np.searchsorted(fit[order], fits[:, 0])
+    return point[order][first[:, None] + np.arange(STARTS)]
 
 
 def first_grids(blocks: Blocks, coarse: Coarse) -> Grids:
     """The first fine grid around each of the STARTS best coarse points of every fit."""
-    k = np.concatenate([np.argpartition(coarse_costs(blocks, row, coarse), STARTS)[:STARTS]
-                        for row in range(len(blocks.count))])
+    k = coarse_starts(blocks, coarse).ravel()
     n_wa, n_wm = len(WA_GRID), len(WM_GRID)
     w0s = np.clip(W0_GRID[k // (n_wa * n_wm), None] + [-QUANTUM, 0, QUANTUM], W0_GRID[0], W0_GRID[-1])
     ok = np.ones(w0s.shape, bool)

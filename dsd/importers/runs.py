@@ -23,6 +23,7 @@ from dsd.runfolder import CLAIMS_DIR, IMPORT_FILE, IMPORT_SCHEMA, MODEL_SCHEMA, 
 from dsd.design.regimes import Protocol, Regime
 from dsd.design.spec import spec_to_row
 from dsd.errors import BadInput
+from dsd.runfolder.arrow import rows_to_table, to_array
 from dsd.importers.counts import checked, compare
 from dsd.importers.jobs import Job
 
@@ -97,13 +98,13 @@ def _table(source: Source, rows: list[dict], schema: pa.Schema, jobs: list[Job],
     """The rows (one per job) as a table of the schema; BadInput naming the file, the job and the column
     of the first value that does not fit (a whole number past 64 bits, say)."""
     try:
-        return pa.Table.from_pylist(rows, schema=schema)
+        return rows_to_table(rows, schema)
     except (pa.ArrowException, OverflowError) as e:
         problem = e
     for row, job in zip(rows, jobs):
         for field in schema:
             try:
-                pa.array([row.get(field.name)], type=field.type)
+                to_array([row.get(field.name)], field.type)
             except (pa.ArrowException, OverflowError) as e:
                 raise BadInput(f"{source.name}: {job.label}: its {field.name} {str(row.get(field.name))[:40]} "
                                f"does not fit {file}'s {field.type} column ({e})") from None

@@ -16,6 +16,7 @@ import yaml
 from dsd.design.regimes import Regime, regime_from_dict
 from dsd.design.spaces import Space
 from dsd.errors import BadInput
+from dsd.runfolder.arrow import rows_to_table
 
 RUNS_ROOT = Path("runs")  # where runs go by default (runs/SHORT) and where commands look without RUN...
 RUN_FILE = "run.yaml"
@@ -341,7 +342,7 @@ def write_timings(run: Path, rows: list[dict]) -> Path:
     the others are kept; rows in model order."""
     import pyarrow.compute as pc
 
-    new = pa.Table.from_pylist([{n: r.get(n) for n in TIMING_SCHEMA.names} for r in rows], schema=TIMING_SCHEMA)
+    new = rows_to_table(rows, TIMING_SCHEMA)
     old = read_timings(run)
     kept = old.filter(pc.invert(pc.is_in(old["model_id"], value_set=new["model_id"])))
     table = pa.concat_tables([kept, new]).sort_by("model_id")
@@ -364,7 +365,7 @@ def write_run(folder: Path, meta: dict, rows: list[dict], replace: bool = False)
     import shutil
 
     folder = Path(folder)
-    table = pa.Table.from_pylist(rows, schema=MODEL_SCHEMA)
+    table = rows_to_table(rows, MODEL_SCHEMA)
     text = yaml.safe_dump(meta, sort_keys=False)
     try:
         if replace and is_run(folder):

@@ -20,10 +20,10 @@ import functools
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dsd.errors import BadInput
+from dsd.runfolder.arrow import rows_to_table
 from dsd.runfolder.claims import claim, live_claims, release
 from dsd.runfolder.files import (
     RESULT_SCHEMA, RESULTS_DIR, STATUSES, _parquet, _require_columns, require_run, with_added_columns,
@@ -45,8 +45,7 @@ def compacted_path(run: Path) -> Path:
 
 def write_result(run: Path, row: dict) -> Path:
     """Write one result row atomically to results/ID.parquet."""
-    full = {name: row.get(name) for name in RESULT_SCHEMA.names}
-    table = pa.Table.from_pylist([full], schema=RESULT_SCHEMA)
+    table = rows_to_table([row], RESULT_SCHEMA)
     path = result_path(run, row["model_id"])
     write_parquet(table, path)
     return path
@@ -94,8 +93,7 @@ def _read_files(paths: list[Path], columns: list[str] | None = None) -> pa.Table
 def _one_valid_row_each(table: pa.Table, paths: list[Path]) -> bool:
     """Whether a dataset read gave each file's own model id once, with a known status."""
     ids = table["model_id"].to_pylist()
-    return (ids == [int(p.stem) for p in paths] and
-            pc.all(pc.is_in(table["status"], value_set=pa.array(STATUSES))).as_py() is True)
+    return ids == [int(p.stem) for p in paths] and set(table["status"].to_pylist()) <= set(STATUSES)
 
 
 def _with_added_columns(table: pa.Table, path: Path) -> pa.Table:
@@ -118,6 +116,8 @@ def read_compacted(run: Path, columns: list[str] | None = None) -> pa.Table:
 
 def _merge(compacted: pa.Table, files: pa.Table) -> pa.Table:
     """The compacted rows of models without a file of their own, then the files' rows, by model id."""
+    import pyarrow.compute as pc  # here, not at the top: 30 ms of every command's start-up
+
     keep = pc.invert(pc.is_in(compacted["model_id"], value_set=files["model_id"]))
     return pa.concat_tables([compacted.filter(keep), files]).sort_by("model_id")
 
@@ -134,6 +134,8 @@ def result_of(run: Path, model_id: int) -> dict | None:
     own = _own_row(result_path(run, model_id))
     if own is not None:
         return own.to_pylist()[0]
+    import pyarrow.compute as pc
+
     compacted = read_compacted(run)
     rows = compacted.filter(pc.equal(compacted["model_id"], int(model_id)))
     return rows.to_pylist()[0] if rows.num_rows else None
@@ -179,8 +181,7 @@ def result_stamps(run: Path) -> dict[int, tuple[str, str]]:
 def write_results(run: Path, rows: list[dict] | pa.Table) -> Path:
     """Add many result rows at once to the compacted file (imports; faster than a file each). Models
     that already have a result are refused: nothing trained is rewritten."""
-    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(
-        [{n: r.get(n) for n in RESULT_SCHEMA.names} for r in rows], schema=RESULT_SCHEMA)
+    table = rows if isinstance(rows, pa.Table) else rows_to_table(rows, RESULT_SCHEMA)
     table = table.select(RESULT_SCHEMA.names).cast(RESULT_SCHEMA)
     if not claim(run, COMPACT_LOCK):
         raise BadInput(f"{run}: its results are being compacted; try again in a moment")
