@@ -122,13 +122,14 @@ def _draw_all(sp: Space, regimes: list[Regime], n: int, seed: int) -> list:
     """[(Sample, seconds)] per regime, drawn in processes on every core when there are several (the runs
     of a series are independent, and drawing is the time a series takes), else in this process."""
     import os
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
 
     jobs = [(sp, rg, n, seed) for rg in regimes]
     workers = min(len(jobs), os.cpu_count() or 1)
     if workers <= 1:
         return [_timed_sample(job) for job in jobs]
+    from concurrent.futures import ProcessPoolExecutor  # here: a single run does without (5 ms of start-up)
+    from multiprocessing import get_context
+
     with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
         return list(pool.map(_timed_sample, jobs))
 

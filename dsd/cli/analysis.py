@@ -3,7 +3,6 @@
 They read run folders only (dsd.analysis.load) and work on partial runs. Everything numeric lives in the
 library modules; these functions parse, call, print and save figures.
 """
-from __future__ import annotations
 
 from pathlib import Path
 from typing import List, Optional

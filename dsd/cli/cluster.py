@@ -1,5 +1,4 @@
 """Cluster commands: `dsd slurm` (a sweep as a SLURM job array whose every task is `dsd train`)."""
-from __future__ import annotations
 
 from typing import List, Optional
 

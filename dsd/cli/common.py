@@ -1,5 +1,4 @@
 """The typer app and the small helpers every command shares (output, --out checks, --json)."""
-from __future__ import annotations
 
 import json
 import os

@@ -1,5 +1,4 @@
 """Design commands: `dsd spaces`, `dsd sample`, `dsd describe`, `dsd reseed`. None of them imports torch."""
-from __future__ import annotations
 
 import math
 import shlex

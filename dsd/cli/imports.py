@@ -1,5 +1,4 @@
 """Import commands: `dsd import nds FILE.json` and `dsd import pycls SWEEP_DIR` (dsd.importers)."""
-from __future__ import annotations
 
 import shlex
 from pathlib import Path

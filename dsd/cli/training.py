@@ -1,6 +1,5 @@
 """Training commands: `dsd train` (resumable sweep over every untrained model), `dsd status`, `dsd compact`
 (one results file per run) and `dsd time` (each model's measured runtime)."""
-from __future__ import annotations
 
 from pathlib import Path
 from typing import List, Optional

@@ -43,31 +43,47 @@ def space_network(space: Space, regime: Regime) -> Network:
 def draw(p: Param, rng: np.random.Generator, shape: tuple) -> np.ndarray:
     """Values of one parameter with its declared distribution (see spaces/AnyNetXA.yaml); a fixed
     parameter takes no randomness from rng."""
+    return _values(p, _randomness(p, rng, shape))
+
+
+def _randomness(p: Param, rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    """What one parameter's values are made of, drawn from rng (zeros for a fixed one: no draws)."""
     if p.distribution == "fixed":
-        return np.full(shape, p.value)
+        return np.zeros(shape)
     if p.distribution == "choice":
-        return np.asarray(p.values)[rng.integers(0, len(p.values), size=shape)]
-    q = p.quantum
+        return rng.integers(0, len(p.values), size=shape)
+    if p.distribution == "uniform" and p.quantum:
+        return rng.integers(math.ceil(p.low / p.quantum), math.floor(p.high / p.quantum) + 1, size=shape)
     if p.distribution == "uniform":
-        if q:
-            k = rng.integers(math.ceil(p.low / q), math.floor(p.high / q) + 1, size=shape)
-            return k * q
         return rng.uniform(p.low, p.high, size=shape)
-    x = np.exp(rng.uniform(math.log(p.low), math.log(p.high), size=shape))
+    return rng.uniform(math.log(p.low), math.log(p.high), size=shape)
+
+
+def _values(p: Param, r: np.ndarray) -> np.ndarray:
+    """One parameter's values from its randomness r, element by element (so many streams' at once)."""
+    q = p.quantum
+    if p.distribution == "fixed":
+        return np.full(r.shape, p.value)
+    if p.distribution == "choice":
+        return np.asarray(p.values)[r]
+    if p.distribution == "uniform":
+        return r * q if q else r
+    x = np.exp(r)
     if q:  # round(x / q) clipped to the multiples in range (np.clip's result, without its overhead)
         return np.minimum(np.maximum(np.round(x / q), math.ceil(p.low / q)), math.floor(p.high / q)) * q
     return x
 
 
+def _shape(space: Space, p: Param, batch: int) -> tuple:
+    if space.rule is not None:
+        return (batch,)
+    return (batch, space.stages) if p.draws_per_stage else (batch, 1)
+
+
 def draw_raw(space: Space, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
     """A batch of candidates' drawn values: the only use of rng, so that what follows from them
     (sorting, ties, the RegNet rule) can be done for the batches of many models at once."""
-    def shape(p: Param) -> tuple:
-        if space.rule is not None:
-            return (batch,)
-        return (batch, space.stages) if p.draws_per_stage else (batch, 1)
-
-    return {p.name: draw(p, rng, shape(p)) for p in space.params if p.same_as is None}
+    return {p.name: draw(p, rng, _shape(space, p, batch)) for p in space.params if p.same_as is None}
 
 
 def stage_params(space: Space, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -292,10 +308,15 @@ def _prefetch(sampler: Sampler, streams: list[Stream], max_draws: int) -> None:
 
 
 def _draw(space: Space, streams: list[Stream]) -> None:
-    """The next batch of each stream, drawn (not yet evaluated)."""
-    for s in streams:
-        size = s.next_size()
-        s.batches.append(Batch(draw_raw(space, s.rng, size), size))
+    """The next batch of each stream, drawn (not yet evaluated): as draw_raw draws it from each stream,
+    the values made from the draws of all streams at once."""
+    sizes = [s.next_size() for s in streams]
+    params = [p for p in space.params if p.same_as is None]
+    drawn = [[_randomness(p, s.rng, _shape(space, p, size)) for p in params] for s, size in zip(streams, sizes)]
+    ends = np.cumsum(sizes)[:-1]
+    values = [np.split(_values(p, np.concatenate(column)), ends) for p, column in zip(params, zip(*drawn))]
+    for k, (s, size) in enumerate(zip(streams, sizes)):
+        s.batches.append(Batch({p.name: v[k] for p, v in zip(params, values)}, size))
 
 
 def _evaluate(sampler: Sampler, batches: list[Batch], chunk: int = 1 << 16) -> None:

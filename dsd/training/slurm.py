@@ -19,9 +19,8 @@ from pathlib import Path
 
 from dsd.errors import BadInput
 from dsd.training.data import SHAPES, locate
-from dsd.training.jobs import plan, run_settings
 from dsd.training.settings import DATA_OPTIONS, FLAGS, PROTOCOL, DataRequest, SweepOptions, TrainSettings
-from dsd.training.sweep import SWEEP_OPTIONS
+from dsd.training.sweep import SWEEP_OPTIONS, prepare
 
 SLURM_DIR = "slurm"              # RUN/slurm: the script and the tasks' output
 SCRIPT_NAME = "dsd-train.sbatch"
@@ -150,14 +149,11 @@ def task_options(slurm: SlurmOptions, options: dict) -> dict:
 
 
 def check_train(runs: list[Path], options: dict) -> int:
-    """dsd train's own checks (train_runs' first two steps), without training; the models left to train."""
-    ids = options.get("ids")
-    SweepOptions(**{k: v for k, v in options.items() if k in SWEEP_OPTIONS}).check()
-    overrides = {k: v for k, v in options.items() if k not in SWEEP_OPTIONS and k != "ids"}
-    settings = {run: run_settings(run, **overrides) for run in runs}
+    """dsd train's own checks (train_runs' first steps), without training; the models left to train."""
+    _, settings, jobs = prepare(runs, options.get("ids"), {k: v for k, v in options.items() if k != "ids"})
     for data in dict.fromkeys(s.data for s in settings.values()):
         check_data(data)
-    return sum(len(plan(run, settings[run], ids, options.get("retry_failed", False))) for run in runs)
+    return len(jobs)
 
 
 def check_data(data: DataRequest) -> None:

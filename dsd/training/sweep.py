@@ -28,13 +28,9 @@ def train_runs(runs: list[Path], *, ids: list[int] | None = None, progress=None,
     train_images, eval_images, loader_workers, seed, amp, channels_last, compile, deterministic, save_weights,
     checkpoints). Everything is checked before anything is written, so bad input changes nothing on disk.
     """
-    sweep = SweepOptions(**{k: v for k, v in options.items() if k in SWEEP_OPTIONS})
-    sweep.check()
-    overrides = {k: v for k, v in options.items() if k not in SWEEP_OPTIONS}
-    settings = {run: run_settings(run, **overrides) for run in runs}
+    sweep, _, jobs = prepare(runs, ids, options)
     # On this machine (local workers, or a Ray instance started here) the device must be here too.
     device = local_device(sweep.device) if sweep.backend == "local" or not sweep.ray_address else sweep.device
-    jobs = [job for run in runs for job in plan(run, settings[run], ids, sweep.retry_failed)]
     # On a Ray cluster each node finds its own copy of the data (dsd.training.ray_backend), not this one's.
     on_cluster = sweep.backend == "ray" and sweep.ray_address
     feed = Feed(jobs if on_cluster else with_data_located(jobs), sweep.limit)
@@ -56,6 +52,16 @@ def train_runs(runs: list[Path], *, ids: list[int] | None = None, progress=None,
     compacted = {str(run): compact_quietly(run) for run in runs}  # one results file per run for readers
     return {"trained": progress.results, **counts, "claimed_elsewhere": feed.skipped,
             "wall_s": round(time.perf_counter() - start, 3), "compacted": compacted}
+
+
+def prepare(runs: list[Path], ids: list[int] | None, options: dict) -> tuple:
+    """The first steps of a sweep (train_runs, and dsd slurm before it submits one): the sweep options
+    and each run's settings checked, the runs read and their models planned; (sweep, settings, jobs)."""
+    sweep = SweepOptions(**{k: v for k, v in options.items() if k in SWEEP_OPTIONS})
+    sweep.check()
+    overrides = {k: v for k, v in options.items() if k not in SWEEP_OPTIONS}
+    settings = {run: run_settings(run, **overrides) for run in runs}
+    return sweep, settings, [job for run in runs for job in plan(run, settings[run], ids, sweep.retry_failed)]
 
 
 def compact_quietly(run: Path) -> dict:
