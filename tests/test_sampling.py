@@ -153,8 +153,13 @@ def test_the_rule_and_its_stages_equal_their_formulas():
 def one_model_at_a_time(space, regime, n: int, seed: int) -> tuple[list, int, int]:
     """The sampling rule of docs/method.md section 3 as a plain loop: model i takes batches of 256, 512,
     ... candidates from its stream until one meets the constraints and is not a duplicate."""
-    from dsd.design.sampler import FIRST_BATCH, MAX_BATCH, Sampler, draw_raw, training_values
+    from dsd.design.sampler import FIRST_BATCH, MAX_BATCH, Sampler, draw, training_values
     from dsd.design.spec import spec_to_row
+
+    def draw_raw(space, rng, batch: int) -> dict:  # one candidate batch of one stream, parameter by parameter
+        def shape(p):
+            return (batch,) if space.rule is not None else (batch, space.stages) if p.draws_per_stage else (batch, 1)
+        return {p.name: draw(p, rng, shape(p)) for p in space.params if p.same_as is None}
 
     sampler, rows, seen, draws, dups = Sampler(space, regime), [], set(), 0, 0
     for i in range(n):

@@ -9,13 +9,15 @@ The search: every point of a coarse grid (w0 multiples of 8 in 8..256, wa in 0..
 on a finer grid around it (REFINE_POINTS values of wa and of wm between the neighbours of the point);
 the best refined point wins. Ties go as in a plain evaluation of every grid point: the coarse starts
 are the STARTS least (e_fit, point) in (w0, wa, wm) order, each e_fit summed block after block; within
-a fine grid the first minimum in that order; then the least (e_fit, w0, wa, wm). The same on every
-machine: no step depends on how a sort or a sum is vectorized.
+a fine grid the first minimum in that order; then the least (e_fit, w0, wa, wm). No step depends on
+how a sort or a sum is vectorized (numpy's argpartition, which chose the starts until 2026-12, picks
+among equal costs by the CPU's vector instructions).
 
-The coarse grid is not evaluated point by point either, for a model: its blocks form runs of equal
-width (its stages), and along a run the predicted widths only grow, so the run's two end blocks bound
-its cost from below at every point. Only the points whose bound does not exceed the STARTS-th cost
-found among the best-bounded ones can be starts, and only these are summed.
+The coarse grid is not evaluated point by point either: a fit's blocks form runs of consecutive
+positions with equal widths (a model's stages; a population fit has each model's), and along a run the
+predicted widths only grow, so the run's two end blocks bound its cost from below at every point. Only
+the points whose bound does not exceed the STARTS-th cost found among the best-bounded ones can be
+starts, and only these are summed.
 
 The fine grids are not evaluated point by point. Along wa (w0 and wm fixed) a block's exponent
 s_j = round(log(1 + wa j / w0) / log(wm)) only grows, so each column of a grid changes its predicted

@@ -80,12 +80,6 @@ def _shape(space: Space, p: Param, batch: int) -> tuple:
     return (batch, space.stages) if p.draws_per_stage else (batch, 1)
 
 
-def draw_raw(space: Space, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
-    """A batch of candidates' drawn values: the only use of rng, so that what follows from them
-    (sorting, ties, the RegNet rule) can be done for the batches of many models at once."""
-    return {p.name: draw(p, rng, _shape(space, p, batch)) for p in space.params if p.same_as is None}
-
-
 def stage_params(space: Space, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """(candidates, stages) arrays of depth, width, bottleneck_ratio, group_width of an AnyNet-style space."""
     batch = len(next(iter(raw.values())))
@@ -308,8 +302,9 @@ def _prefetch(sampler: Sampler, streams: list[Stream], max_draws: int) -> None:
 
 
 def _draw(space: Space, streams: list[Stream]) -> None:
-    """The next batch of each stream, drawn (not yet evaluated): as draw_raw draws it from each stream,
-    the values made from the draws of all streams at once."""
+    """The next batch of each stream, drawn (not yet evaluated): each stream's draws, in the order of
+    its parameters, then the values made from the draws of all streams at once. Drawing is the only use
+    of the streams, so that what follows (sorting, ties, the RegNet rule) is done for many models at once."""
     sizes = [s.next_size() for s in streams]
     params = [p for p in space.params if p.same_as is None]
     drawn = [[_randomness(p, s.rng, _shape(space, p, size)) for p in params] for s, size in zip(streams, sizes)]
