@@ -166,12 +166,13 @@ def test_settings_follow_the_regime_and_scale_lr_with_batch_size():
         settings_for(get_regime("cifar"), epochs=0)
 
 
-def test_fingerprint_includes_channels_last(specs, synthetic):
+@pytest.mark.parametrize("flag", ["channels_last", "deterministic"])
+def test_fingerprint_includes_the_flags_that_change_the_numbers(specs, synthetic, flag):
     from dataclasses import replace
 
     settings, cpu = synthetic_settings(), torch.device("cpu")
     assert fingerprint(specs[0], settings, synthetic, cpu) != \
-        fingerprint(specs[0], replace(settings, channels_last=not settings.channels_last), synthetic, cpu)
+        fingerprint(specs[0], replace(settings, **{flag: not getattr(settings, flag)}), synthetic, cpu)
 
 
 def independent_error(spec, weights_path, data) -> float:
@@ -196,6 +197,7 @@ def test_a_result_row_is_complete_and_matches_an_independent_evaluation(specs, s
     assert len(row["error_curve"]) == len(row["loss_curve"]) == 3
     assert row["error"] == row["error_curve"][-1] and row["best_error"] == min(row["error_curve"])
     assert row["train_seed"] == train_seed(0, 7) and row["train_images"] == 512 and row["eval_images"] == 256
+    assert row["deterministic"] is settings.deterministic is False
     assert row["error"] < 85  # learns: chance is 90%
     assert row["loss_curve"][-1] < row["loss_curve"][0]
     assert row["images_per_s"] > 0 and row["wall_s"] > 0 and row["device"].startswith("cpu")

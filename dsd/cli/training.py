@@ -59,8 +59,8 @@ def train(
     seed: int = typer.Option(SETTING("seed"), min=0, help="Training seed; model i trains with a seed made from (seed, i)."),
     device: str = typer.Option(SWEEP("device"), help="auto | cpu | cuda | cuda:N (auto: every GPU, else the CPU, with a "
                                                  "warning when a GPU is there that this torch build cannot "
-                                                 "use: torch 2.14.1 from PyPI needs NVIDIA driver 580+; the "
-                                                 "README names the wheel for an older driver)."),
+                                                 "use, naming the driver it needs; the README names the "
+                                                 "wheel for an older driver)."),
     models_per_gpu: int = typer.Option(SWEEP("models_per_gpu"), help="Models trained at once on each GPU (one process each)."),
     cpu_workers: int = typer.Option(SWEEP("cpu_workers"), help="Models trained at once on the CPU (the cores are split)."),
     amp: bool = typer.Option(SETTING("amp"), help="bf16 autocast on a GPU."),

@@ -57,6 +57,7 @@ RESULT_SCHEMA = pa.schema([
     ("wall_s", pa.float64()), ("images_per_s", pa.float64()), ("device", pa.string()),
     ("error_curve", pa.list_(pa.float64())), ("loss_curve", pa.list_(pa.float64())),
     ("message", pa.string()), ("versions", pa.string()), ("host", pa.string()), ("time", pa.string()),
+    ("deterministic", pa.bool_()),
 ])
 
 FITS_SCHEMA = pa.schema([
@@ -77,7 +78,7 @@ IMPORT_SCHEMA = pa.schema([("model_id", pa.int64()), ("job", pa.string()), ("fil
                            ("file_params", pa.float64()), ("file_acts", pa.float64())])
 
 # columns added after the first release: files written before read them as null
-RESULT_COLUMNS_ADDED = ("warmup_epochs", "zero_init_residual")
+RESULT_COLUMNS_ADDED = ("warmup_epochs", "zero_init_residual", "deterministic")
 MODEL_COLUMNS_ADDED = ("source_run", "source_model_id", "activation", "sampled_lr", "sampled_wd")
 
 STATUSES = ("done", "failed", "diverged")

@@ -20,12 +20,12 @@ def fingerprint(spec: ModelSpec, settings: TrainSettings, data, device: torch.de
 
     The device type is part of it: generator states and the fused optimizer differ between CPU and GPU;
     so is the memory format: momentum buffers keep the layout they were made in, and fused SGD on CUDA
-    refuses a mix.
+    refuses a mix; so is --deterministic, whose re-runs are identical only if every epoch ran under it.
     """
     s = settings
     return repr((spec, s.epochs, s.batch_size, s.lr, s.wd, s.momentum, s.seed, s.data.dataset,
                  data.train_size, data.eval_size, device.type, s.amp, s.channels_last, s.warmup_epochs, s.warmup_factor,
-                 s.zero_init_residual))
+                 s.zero_init_residual, s.deterministic))
 
 
 def save_state(path: Path, state: dict) -> None:

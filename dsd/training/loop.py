@@ -52,7 +52,8 @@ def result_row(model_id: int, settings: TrainSettings, device, **fields) -> dict
            "train_images": settings.data.train_images, "eval_images": settings.data.eval_images,
            "batch_size": settings.batch_size, "lr": settings.lr, "wd": settings.wd,
            "warmup_epochs": float(settings.warmup_epochs), "zero_init_residual": settings.zero_init_residual,
-           "train_seed": train_seed(settings.seed, model_id), "device": device_name(device),
+           "train_seed": train_seed(settings.seed, model_id), "deterministic": settings.deterministic,
+           "device": device_name(device),
            "error_curve": [], "loss_curve": [], "message": "",
            "versions": f"dsd {__version__}; torch {torch.__version__}; python {platform.python_version()}",
            "host": socket.gethostname(), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
