@@ -185,7 +185,10 @@ def main() -> None:
     spec = make_spec(**(GPU_MODEL if gpu else CPU_MODEL))
     req = request(args.device, images)
     data = load(req)
-    settings = TrainSettings(req, epochs=args.epochs, batch_size=128, lr=0.05, wd=5e-4, momentum=Protocol().momentum)
+    base = Protocol()  # no warm-up, no zero-init: the schedule of the DataLoader loop below
+    settings = TrainSettings(req, epochs=args.epochs, batch_size=128, lr=0.05, wd=5e-4, momentum=base.momentum,
+                             warmup_epochs=base.warmup_epochs, warmup_factor=base.warmup_factor,
+                             zero_init_residual=base.zero_init_residual)
     where = torch.cuda.get_device_name() if gpu else f"{platform.processor() or platform.machine()}, {cores} cores"
     print(f"device: {args.device} ({where}); torch {torch.__version__}; {torch.get_num_threads()} torch threads")
     print(f"model: {spec.depths} x {spec.widths}, {complexity(spec)['flops'] / 1e6:.1f}M flops; data: {req.dataset}, "
